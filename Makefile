@@ -1,0 +1,47 @@
+# motor-rig: two commands. `make demo` runs the simulated rig; `make test` runs everything CI runs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: demo test lint typecheck layers pytest sysdeps firmware gpu-check gpu-wheels clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "motor-rig needs Python >= 3.11; found " + sys.version.split()[0])'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+sysdeps:
+	@bash scripts/install_sysdeps.sh
+
+firmware: sysdeps
+	@if command -v avr-gcc >/dev/null && [ -d /usr/share/arduino ] && [ -f firmware/Makefile ]; then \
+		$(MAKE) -C firmware; else echo "firmware: skipped (avr toolchain or firmware/Makefile missing)"; fi
+
+demo: $(STAMP) sysdeps
+	$(VENV)/bin/rig demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy rig acquisition
+
+layers: $(STAMP)
+	$(VENV)/bin/lint-imports
+
+pytest: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(VENV)/bin/pytest
+
+test: $(STAMP) sysdeps firmware lint typecheck layers pytest
+
+gpu-check:
+	bash scripts/gpu_check.sh
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
+	-$(MAKE) -C firmware clean

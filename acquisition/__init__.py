@@ -1,0 +1,1 @@
+"""Two-photon acquisition: frame sources, xp backend, registration, ROIs, ΔF/F, pipeline."""

@@ -1,0 +1,1 @@
+"""Task definitions, shaping rules, behavioral metrics and simulated mice."""
