@@ -30,6 +30,7 @@
 #include <poll.h>
 #include <pty.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -332,6 +333,12 @@ static void no_sleep(avr_t *a, avr_cycle_count_t how_long) {
 	(void)a; (void)how_long; /* throttling is ours; never let simavr usleep() */
 }
 
+/* simavr logs to stdout, which carries our answers: send its messages to stderr instead */
+static void stderr_logger(avr_t *a, const int level, const char *fmt, va_list ap) {
+	(void)a;
+	if (level <= LOG_WARNING) vfprintf(stderr, fmt, ap);
+}
+
 static double now_s(void) {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -370,6 +377,7 @@ int main(int argc, char **argv) {
 	}
 	if (!elf) die("--elf is required");
 
+	avr_global_logger_set(stderr_logger);
 	elf_firmware_t fw;
 	memset(&fw, 0, sizeof fw);
 	if (elf_read_firmware(elf, &fw) != 0) {
@@ -434,6 +442,7 @@ int main(int argc, char **argv) {
 
 	uint64_t max_cycles = max_us > 0 ? us_to_cycles(max_us) : UINT64_MAX;
 	uint64_t next_pump = 0;
+	uint16_t min_sp = 0xffff;
 	double wall0 = now_s();
 	const char *reason = "quit";
 	int state = cpu_Running;
@@ -470,14 +479,17 @@ int main(int argc, char **argv) {
 			}
 		}
 		state = avr_run(avr);
+		/* lowest stack pointer seen: the stack margin check needs it (an Uno has 2 KB of RAM) */
+		uint16_t sp = avr->data[0x5d] | (avr->data[0x5e] << 8);
+		if (sp < min_sp && avr->cycle > 1000) min_sp = sp;
 		if (state == cpu_Done || state == cpu_Crashed) {
 			reason = state == cpu_Done ? "done" : "crashed";
 			break;
 		}
 	}
 	if (pty_master >= 0 && !stop_requested) flush_out(0);
-	fprintf(logf, "# end reason=%s cycle=%llu dropped=%llu\n", reason,
-	        (unsigned long long)avr->cycle, (unsigned long long)dropped_bytes);
+	fprintf(logf, "# end reason=%s cycle=%llu dropped=%llu min_sp=%u\n", reason,
+	        (unsigned long long)avr->cycle, (unsigned long long)dropped_bytes, min_sp);
 	fclose(logf);
 	printf("exit %s %llu\n", reason, (unsigned long long)avr->cycle);
 	fflush(stdout);

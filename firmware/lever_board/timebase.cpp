@@ -1,0 +1,46 @@
+#include "timebase.h"
+
+#include <Arduino.h>
+#include <avr/interrupt.h>
+#include <avr/io.h>
+
+static volatile uint32_t overflows;
+static uint16_t next_compare;
+static uint32_t sample_index;
+
+void timebase_begin() {
+  uint8_t s = SREG;
+  cli();
+  TCCR1A = 0;
+  TCCR1B = _BV(CS11);  // normal mode, prescaler 8
+  TCNT1 = 0;
+  overflows = 0;
+  sample_index = 0;
+  next_compare = SAMPLE_PERIOD_US * TIMER_TICKS_PER_US;
+  OCR1A = next_compare;
+  TIFR1 = _BV(TOV1) | _BV(OCF1A) | _BV(OCF1B);
+  TIMSK1 = _BV(TOIE1) | _BV(OCIE1A);
+  SREG = s;
+}
+
+uint64_t timebase_now_us() {
+  uint8_t s = SREG;
+  cli();
+  uint16_t lo = TCNT1;
+  uint32_t hi = overflows;
+  // An overflow after cli() is pending in TOV1 and not counted yet; a small `lo` means the read
+  // came after that wrap.
+  if ((TIFR1 & _BV(TOV1)) && lo < 0x8000) hi++;
+  SREG = s;
+  return (((uint64_t)hi << 16) | lo) / TIMER_TICKS_PER_US;
+}
+
+ISR(TIMER1_OVF_vect) { overflows++; }
+
+ISR(TIMER1_COMPA_vect) {
+  // The 16-bit compare value wraps together with the counter, so adding the period modulo 2^16
+  // keeps the schedule exact whatever the interrupt latency.
+  next_compare += SAMPLE_PERIOD_US * TIMER_TICKS_PER_US;
+  OCR1A = next_compare;
+  on_sample_tick(sample_index++);
+}
