@@ -6,6 +6,7 @@
 // interrupt runs the whole tick (outputs, lick, host requests, state machine, start, stream) with
 // interrupts re-enabled so the UART never overruns at 1 Mbaud. The main loop only moves bytes.
 #include <avr/eeprom.h>
+#include <avr/sleep.h>
 
 #include "link.h"
 #include "machine.h"
@@ -178,27 +179,19 @@ static void send_hello() {
 
 static void send_lever_batch(uint8_t n);
 
-// Expected body length per command type (0xFF: variable, checked by the handler).
+// Expected body length per command type: -1 unknown type, 0xFF variable (LOAD_CHUNK).
 static int16_t expected_len(uint8_t type) {
-  switch (type) {
-    case CMD_GET_HELLO: return 1;
-    case CMD_HOST_HEARTBEAT: return 0;
-    case CMD_SET_CONFIG: return 4;
-    case CMD_SET_STREAM: return 2;
-    case CMD_RESET_SAFE: return 0;
-    case CMD_ZERO_LEVER: return 0;
-    case CMD_LOAD_BEGIN: return 4;
-    case CMD_LOAD_CHUNK: return 0xFF;
-    case CMD_LOAD_COMMIT: return 0;
-    case CMD_START_TRIAL: return 4;
-    case CMD_STOP_TRIAL: return 0;
-    case CMD_ABORT_TRIAL: return 0;
-    case CMD_SOFT_EVENT: return 1;
-    case CMD_OPEN_VALVE: return 2;
-    case CMD_PLAY_TONE: return 4;
-    case CMD_SET_TTL: return 2;
-    default: return -1;
+  if (type >= CMD_LOAD_BEGIN && type <= CMD_SOFT_EVENT) {
+    static const uint8_t len[] PROGMEM = {4, 0xFF, 0, 4, 0, 0, 1};
+    return pgm_read_byte(&len[type - CMD_LOAD_BEGIN]);
   }
+  if (type >= CMD_GET_HELLO && type <= CMD_ZERO_LEVER) {
+    static const uint8_t len[] PROGMEM = {1, 0, 4, 2, 0, 0};
+    return pgm_read_byte(&len[type - CMD_GET_HELLO]);
+  }
+  if (type == CMD_OPEN_VALVE || type == CMD_SET_TTL) return 2;
+  if (type == CMD_PLAY_TONE) return 4;
+  return -1;
 }
 
 static void handle_packet(uint8_t type, uint8_t seq, const uint8_t* b, uint8_t n) {
@@ -396,16 +389,29 @@ void setup() {
   ADCSRA = _BV(ADEN) | _BV(ADIE) | _BV(ADPS2) | _BV(ADPS1);
 
   attachInterrupt(digitalPinToInterrupt(PIN_FRAME), on_frame_edge, RISING);
+  set_sleep_mode(SLEEP_MODE_IDLE);
   send_hello();
   timebase_begin();
 }
 
 void loop() {
   link_poll(handle_packet);
-  pump_output();
+  bool sent = pump_output();
   uint64_t now = timebase_now_us();
   if (now >= next_heartbeat_us && link_tx_room() >= link_wire_size(28)) {
     next_heartbeat_us += 100000;
     send_heartbeat(now);
+    sent = true;
   }
+  // Idle sleep until the next interrupt (tick, UART byte in or out, frame edge). `sei` runs the
+  // next instruction before any pending interrupt, so an interrupt between the check and
+  // `sleep` still wakes us. It saves power, and it lets simavr skip idle cycles.
+  cli();
+  if (!sent && !link_rx_pending()) {
+    sleep_enable();
+    sei();
+    sleep_cpu();
+    sleep_disable();
+  }
+  sei();
 }

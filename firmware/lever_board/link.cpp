@@ -12,9 +12,69 @@ static uint8_t tx_seq;
 static bool rx_synced;
 static uint8_t rx_expected_seq;
 
-void link_begin(uint32_t baud) { Serial.begin(baud); }
+// ---------------------------------------------------------------- UART0 driver
+// Our own instead of Arduino's Serial: smaller buffers (an Uno has 2 KB of RAM) and no vtables.
+#if defined(USART0_RX_vect)
+#define RX_VECT USART0_RX_vect
+#define UDRE_VECT USART0_UDRE_vect
+#else
+#define RX_VECT USART_RX_vect
+#define UDRE_VECT USART_UDRE_vect
+#endif
+#define RX_RING 32  // powers of two
+#define TX_RING 64
+static uint8_t rx_ring[RX_RING], tx_ring[TX_RING];
+static volatile uint8_t rx_head, rx_tail, tx_head, tx_tail;
+static volatile uint16_t rx_overruns;
 
-uint8_t link_tx_room() { return (uint8_t)Serial.availableForWrite(); }
+void link_begin(uint32_t baud) {
+  // U2X: 16 MHz reaches 1 Mbaud exactly (UBRR = 1)
+  UCSR0A = _BV(U2X0);
+  UBRR0 = (uint16_t)(F_CPU / (8 * baud) - 1);
+  UCSR0C = _BV(UCSZ01) | _BV(UCSZ00);
+  UCSR0B = _BV(RXEN0) | _BV(TXEN0) | _BV(RXCIE0);
+}
+
+ISR(RX_VECT) {
+  uint8_t b = UDR0;
+  uint8_t next = (rx_head + 1) & (RX_RING - 1);
+  if (next == rx_tail) {
+    if (rx_overruns != 0xFFFF) rx_overruns++;  // the frame then fails COBS/CRC and is counted
+    return;
+  }
+  rx_ring[rx_head] = b;
+  rx_head = next;
+}
+
+ISR(UDRE_VECT) {
+  if (tx_head == tx_tail) {
+    UCSR0B &= ~_BV(UDRIE0);
+    return;
+  }
+  UDR0 = tx_ring[tx_tail];
+  tx_tail = (tx_tail + 1) & (TX_RING - 1);
+}
+
+static inline bool rx_available() { return rx_head != rx_tail; }
+
+static uint8_t rx_read() {
+  uint8_t b = rx_ring[rx_tail];
+  rx_tail = (rx_tail + 1) & (RX_RING - 1);
+  return b;
+}
+
+static void tx_write(uint8_t b) {
+  uint8_t next = (tx_head + 1) & (TX_RING - 1);
+  while (next == tx_tail) {
+    // full: the UDRE interrupt drains it (main loop only, interrupts are on)
+  }
+  tx_ring[tx_head] = b;
+  tx_head = next;
+  UCSR0B |= _BV(UDRIE0);
+}
+
+uint8_t link_tx_room() { return (TX_RING - 1) - ((tx_head - tx_tail) & (TX_RING - 1)); }
+bool link_rx_pending() { return rx_available(); }
 
 // Decode COBS in place; returns the decoded length or -1 on bad stuffing.
 static int16_t cobs_decode(uint8_t* buf, uint8_t len) {
@@ -56,8 +116,8 @@ static void handle_frame(PacketHandler handler) {
 
 void link_poll(PacketHandler handler) {
   // Bounded so that a flood of input cannot starve the transmit side of the main loop.
-  for (uint8_t budget = 64; budget && Serial.available(); budget--) {
-    uint8_t b = Serial.read();
+  for (uint8_t budget = 64; budget && rx_available(); budget--) {
+    uint8_t b = rx_read();
     if (b == 0) {
       if (!rx_overflow) handle_frame(handler);
       rx_len = 0;
@@ -103,11 +163,11 @@ void link_send_from(uint8_t type, uint8_t n, BodyByte get) {
   while (start <= len) {
     uint8_t end = start;
     while (end < len && pkt_byte(end) != 0) end++;
-    Serial.write((uint8_t)(end - start + 1));
-    for (uint8_t i = start; i < end; i++) Serial.write(pkt_byte(i));
+    tx_write((uint8_t)(end - start + 1));
+    for (uint8_t i = start; i < end; i++) tx_write(pkt_byte(i));
     start = end + 1;
   }
-  Serial.write((uint8_t)0);
+  tx_write((uint8_t)0);
 }
 
 static uint8_t body_byte(uint8_t i) { return p_body[i]; }

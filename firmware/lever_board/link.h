@@ -13,6 +13,8 @@ typedef void (*PacketHandler)(uint8_t type, uint8_t seq, const uint8_t* body, ui
 void link_begin(uint32_t baud);
 // Read what the UART has; call `handler` for every packet that passes COBS and CRC checks.
 void link_poll(PacketHandler handler);
+// Unread received bytes?
+bool link_rx_pending();
 // Free bytes in the UART transmit buffer.
 uint8_t link_tx_room();
 // Frame and send type|seq|body|crc, waiting for room in the UART buffer. The body is read

@@ -3,6 +3,7 @@
 #include "machine.h"
 
 #include <avr/interrupt.h>
+#include <avr/pgmspace.h>
 
 #include "protocol.h"
 
@@ -241,7 +242,7 @@ static void apply_host_requests() {
 }
 
 // Candidate bits in transition priority order (docs/state_machine.md 4.5).
-static const uint8_t priority[] = {EV_LEVER_OVER, EV_LEVER_DOWN, EV_LEVER_UP, EV_LEVER_UNREST,
+static const uint8_t priority[] PROGMEM = {EV_LEVER_OVER, EV_LEVER_DOWN, EV_LEVER_UP, EV_LEVER_UNREST,
                                    EV_LEVER_REST, EV_LICK_ON, EV_LICK_OFF, EV_TUP,
                                    EV_GTIMER0, EV_GTIMER0 + 1, EV_GTIMER0 + 2, EV_GTIMER0 + 3,
                                    EV_SOFT0, EV_SOFT0 + 1, EV_SOFT0 + 2, EV_SOFT0 + 3,
@@ -344,10 +345,11 @@ void engine_tick(uint32_t k, int16_t x, uint8_t lick) {
       for (uint8_t p = 0; p < sizeof priority; p++) {
         if (!(cand & C(p))) continue;
         uint8_t target = 0xFF;
+        uint8_t ev = pgm_read_byte(&priority[p]);
         for (uint8_t j = 0; j < nt; j++)
-          if (tr[2 * j] == priority[p]) target = tr[2 * j + 1];
+          if (tr[2 * j] == ev) target = tr[2 * j + 1];
         if (target != 0xFF) {
-          enter(target, priority[p]);
+          enter(target, ev);
           break;
         }
       }

@@ -16,6 +16,8 @@
  *   adc <channel> <millivolts>   set an ADC input voltage
  *   pin <port><bit> <0|1>        drive an input pin, e.g. "pin D2 1"
  *   run <us>                     (stepped mode) advance <us> simulated µs, then answer "ok <cycle>"
+ *   tx <hex bytes>               bytes for the board's UART receiver (no spaces: "tx 0a0b00"); they
+ *                                enter at the command's time, so stepped runs are deterministic
  *   sync                         answer "ok <cycle>" once every earlier command has been applied
  *   quit                         flush the log and exit
  * stdout lines: "pty <path>" once at start, "ok <cycle>" answers, "exit <reason> <cycle>" at the end.
@@ -52,7 +54,7 @@
 
 typedef struct {
 	uint64_t cycle;
-	char text[64];
+	char text[600];
 } timed_cmd_t;
 
 static avr_t *avr;
@@ -125,8 +127,7 @@ static void flush_out(int block) {
 }
 
 static void pump_uart(avr_irq_t *in_irq) {
-	if (pty_master < 0) return;
-	if (in_len < INBUF_BYTES) {
+	if (pty_master >= 0 && in_len < INBUF_BYTES) {
 		size_t tail = (in_head + in_len) % INBUF_BYTES;
 		size_t room = INBUF_BYTES - in_len;
 		if (tail + room > INBUF_BYTES) room = INBUF_BYTES - tail;
@@ -140,7 +141,7 @@ static void pump_uart(avr_irq_t *in_irq) {
 		fprintf(logf, "R %llu %02x\n", (unsigned long long)avr->cycle, b);
 		avr_raise_irq(in_irq, b);
 	}
-	if (out_len) {
+	if (pty_master >= 0 && out_len) {
 		if (pty_drop) {
 			flush_out(0);
 		} else {
@@ -217,6 +218,23 @@ static void apply(const char *cmd, const char *where) {
 			return;
 		}
 		avr_raise_irq(avr_io_getirq(avr, AVR_IOCTL_ADC_GETIRQ, ADC_IRQ_ADC0 + ch), (uint32_t)mv);
+	} else if (!strcmp(name, "tx")) {
+		const char *h = cmd + 2;
+		while (*h == ' ') h++;
+		size_t n = strlen(h);
+		if (n % 2 || n / 2 > INBUF_BYTES - in_len) {
+			fprintf(stderr, "avrsim: %s: bad or too long tx command\n", where);
+			return;
+		}
+		for (size_t i = 0; i < n; i += 2) {
+			unsigned v;
+			if (sscanf(h + i, "%2x", &v) != 1) {
+				fprintf(stderr, "avrsim: %s: bad hex in tx command\n", where);
+				return;
+			}
+			inbuf[(in_head + in_len++) % INBUF_BYTES] = (uint8_t)v;
+		}
+		return; /* each byte is logged as an R line when it enters the UART */
 	} else if (!strcmp(name, "pin")) {
 		char port;
 		int bit, v;
@@ -281,7 +299,7 @@ static void run_queue(void) {
 	if (queue_next == queue_len) queue_next = queue_len = 0;
 }
 
-static char stdin_buf[65536];
+static char stdin_buf[1 << 20];
 static size_t stdin_len;
 static int stdin_open = 1;
 
@@ -314,7 +332,7 @@ static void load_script(const char *path) {
 		fprintf(stderr, "avrsim: cannot open script %s: %s\n", path, strerror(errno));
 		exit(2);
 	}
-	char line[256], where[300];
+	char line[700], where[800];
 	int lineno = 0;
 	while (fgets(line, sizeof line, f)) {
 		snprintf(where, sizeof where, "%s:%d", path, ++lineno);
