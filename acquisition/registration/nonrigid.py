@@ -1,0 +1,174 @@
+"""Piecewise-rigid registration (suite2p / NoRMCorre style), applied after the rigid step.
+
+The frame is cut into overlapping square blocks (``ceil(1.5 * L / block_px)`` per axis, as
+suite2p does); each block is phase-correlated against the same block of the reference; the
+per-block shifts are interpolated to a smooth per-pixel displacement field by separable linear
+interpolation between block centres (``A_y @ S @ A_x.T``, a matmul that batches well on a GPU);
+the frame is resampled bilinearly along that field with edge-clamped indices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from acquisition.registration.phasecorr import (
+    correlation_window,
+    cross_spectrum,
+    reference_spectrum,
+    taper_mask,
+    window_peak,
+)
+
+
+def block_starts(length: int, block_px: int) -> np.ndarray:
+    """Start offsets of blocks along one axis (int64, evenly spread, last ends at ``length``)."""
+    block_px = min(block_px, length)
+    n = max(1, math.ceil(1.5 * length / block_px)) if block_px < length else 1
+    return np.round(np.linspace(0, length - block_px, n)).astype(np.int64)
+
+
+def interp_matrix(length: int, centres: np.ndarray) -> np.ndarray:
+    """(length, n_blocks) float32 linear-interpolation weights from block centres to pixels."""
+    n = len(centres)
+    a = np.zeros((length, n), np.float32)
+    if n == 1:
+        a[:, 0] = 1.0
+        return a
+    pos = np.arange(length, dtype=np.float64)
+    j = np.clip(np.searchsorted(centres, pos) - 1, 0, n - 2)
+    t = np.clip((pos - centres[j]) / (centres[j + 1] - centres[j]), 0.0, 1.0)
+    a[np.arange(length), j] = (1 - t).astype(np.float32)
+    a[np.arange(length), j + 1] += t.astype(np.float32)
+    return a
+
+
+@dataclass
+class BlockGrid:
+    """Block layout for one frame shape; arrays live on ``xp``."""
+
+    block_px: int
+    ys: np.ndarray  # (nby,) block starts
+    xs: np.ndarray  # (nbx,)
+    yidx: Any  # xp int64 (nby, by)
+    xidx: Any  # xp int64 (nbx, bx)
+    ay: Any  # xp float32 (Y, nby)
+    ax: Any  # xp float32 (X, nbx)
+    mask: Any  # xp float32 (by, bx) taper
+
+    @classmethod
+    def build(
+        cls, xp: ModuleType, shape: tuple[int, int], block_px: int, taper_px: float
+    ) -> BlockGrid:
+        ny, nx = shape
+        by, bx = min(block_px, ny), min(block_px, nx)
+        ys, xs = block_starts(ny, by), block_starts(nx, bx)
+        return cls(
+            block_px=block_px,
+            ys=ys,
+            xs=xs,
+            yidx=xp.asarray(ys[:, None] + np.arange(by)[None, :]),
+            xidx=xp.asarray(xs[:, None] + np.arange(bx)[None, :]),
+            ay=xp.asarray(interp_matrix(ny, ys + (by - 1) / 2.0)),
+            ax=xp.asarray(interp_matrix(nx, xs + (bx - 1) / 2.0)),
+            mask=xp.asarray(taper_mask((by, bx), taper_px)),
+        )
+
+    def blocks(self, xp: ModuleType, frames: Any) -> Any:
+        """(B, Y, X) -> (B, nby, nbx, by, bx) copies of the blocks."""
+        b = xp.take(frames, self.yidx.reshape(-1), axis=1)  # (B, nby*by, X)
+        b = xp.take(b, self.xidx.reshape(-1), axis=2)  # (B, nby*by, nbx*bx)
+        nb, by = self.yidx.shape
+        nbx, bx = self.xidx.shape
+        b = b.reshape(frames.shape[0], nb, by, nbx, bx)
+        return b.transpose(0, 1, 3, 2, 4)
+
+
+class NonrigidRegistration:
+    """Block-wise shift estimation against a reference, and the warp that undoes it.
+
+    Parameters
+    ----------
+    xp : module
+        numpy or cupy.
+    reference : xp array float32 (Y, X)
+        Rigid-registered reference image.
+    block_px : int
+        Block side in px (128 is suite2p's default for 512 px frames).
+    max_shift_px : int
+        Largest residual block shift searched after the rigid step.
+    smooth_sigma_px, taper_px : float
+        As for the rigid step.
+    """
+
+    def __init__(
+        self,
+        xp: ModuleType,
+        reference: Any,
+        block_px: int = 128,
+        max_shift_px: int = 5,
+        smooth_sigma_px: float = 1.15,
+        taper_px: float = 3.45,
+    ) -> None:
+        self.xp = xp
+        self.shape = tuple(reference.shape)
+        self.max_shift_px = max_shift_px
+        self.smooth_sigma_px = smooth_sigma_px
+        self.grid = BlockGrid.build(xp, self.shape, block_px, taper_px)
+        self.set_reference(reference)
+
+    def set_reference(self, reference: Any) -> None:
+        xp = self.xp
+        blocks = self.grid.blocks(xp, xp.asarray(reference, dtype=xp.float32)[None])[0]
+        self.ref_spec = reference_spectrum(xp, blocks, self.grid.mask, self.smooth_sigma_px)
+
+    def estimate(self, frames: Any) -> tuple[Any, Any]:
+        """Block shifts (B, nby, nbx, 2) float32 (dy, dx) and peak values (B, nby, nbx)."""
+        xp = self.xp
+        blk = self.grid.blocks(xp, frames)
+        spec = cross_spectrum(xp, blk, self.ref_spec, self.grid.mask)
+        return window_peak(xp, correlation_window(xp, spec, blk.shape[-2:], self.max_shift_px))
+
+    def field(self, block_shifts: Any) -> tuple[Any, Any]:
+        """Per-pixel displacement (B, Y, X) for y and for x, from block shifts (B, nby, nbx, 2)."""
+        xp = self.xp
+        g = self.grid
+        fy = xp.matmul(xp.matmul(g.ay, block_shifts[..., 0]), g.ax.T)
+        fx = xp.matmul(xp.matmul(g.ay, block_shifts[..., 1]), g.ax.T)
+        return fy.astype(xp.float32), fx.astype(xp.float32)
+
+    def warp(self, frames: Any, block_shifts: Any) -> Any:
+        """Undo the displacement field: ``out(y, x) = frame(y + fy, x + fx)``, bilinear, clamped."""
+        xp = self.xp
+        ny, nx = self.shape
+        fy, fx = self.field(block_shifts)
+        yy = xp.arange(ny, dtype=xp.float32)[None, :, None] + fy
+        xx = xp.arange(nx, dtype=xp.float32)[None, None, :] + fx
+        yy = xp.clip(yy, 0, ny - 1)
+        xx = xp.clip(xx, 0, nx - 1)
+        y0 = xp.minimum(xp.floor(yy).astype(xp.int64), ny - 2 if ny > 1 else 0)
+        x0 = xp.minimum(xp.floor(xx).astype(xp.int64), nx - 2 if nx > 1 else 0)
+        wy = yy - y0
+        wx = xx - x0
+        flat = frames.reshape(frames.shape[0], -1)
+        base = y0 * nx + x0
+        b = xp.arange(frames.shape[0])[:, None, None]
+        a00 = flat[b, base]
+        a01 = flat[b, base + 1]
+        a10 = flat[b, base + nx]
+        a11 = flat[b, base + nx + 1]
+        top = a00 + wx * (a01 - a00)
+        bot = a10 + wx * (a11 - a10)
+        return (top + wy * (bot - top)).astype(xp.float32, copy=False)
+
+    def register(self, frames: Any) -> tuple[Any, Any, Any]:
+        """Estimate and undo block shifts of rigid-registered ``frames`` (B, Y, X) float32.
+
+        Returns registered frames (B, Y, X), block shifts (B, nby, nbx, 2), peaks (B, nby, nbx).
+        """
+        s, peak = self.estimate(frames)
+        return self.warp(frames, s), s, peak

@@ -1,0 +1,160 @@
+"""The full path: uint16 frames in host memory -> device -> registered -> traces -> ΔF/F on host.
+
+:class:`FullPathProcessor` holds a :class:`~acquisition.registration.Registrar` and a
+:class:`~acquisition.traces.extract.TraceExtractor` on the same ``xp``:
+
+- :meth:`FullPathProcessor.process` handles one batch (or one frame, streaming) synchronously
+  and returns host arrays;
+- :meth:`FullPathProcessor.process_movie` runs a whole host movie in batches; on CuPy it
+  double-buffers: batch k+1 is uploaded on a copy stream (from page-locked memory when the movie
+  is pinned, see :func:`acquisition.xp.pinned_empty`) while batch k is computed, so throughput is
+  bounded by the slower of upload and compute rather than their sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from acquisition.registration.registrar import Registrar
+from acquisition.traces.extract import TraceExtractor
+from acquisition.xp import is_cupy, to_host
+
+
+@dataclass
+class ProcessedBatch:
+    """Host results of one batch; every array has a leading axis of B frames.
+
+    Attributes
+    ----------
+    shifts_px : float32 (B, 2) rigid (dy, dx)
+    peak : float32 (B,) correlation peak
+    f, fneu, dff : float32 (B, n_cells)
+    registered : xp float32 (B, Y, X) (device array on CuPy), or None unless asked for
+    """
+
+    shifts_px: np.ndarray
+    peak: np.ndarray
+    f: np.ndarray
+    fneu: np.ndarray
+    dff: np.ndarray
+    registered: Any = None
+
+
+class FullPathProcessor:
+    """Registration + traces on one backend.
+
+    Parameters
+    ----------
+    registrar : Registrar
+        With a reference already set.
+    extractor : TraceExtractor
+        On the same ``xp``.
+    """
+
+    def __init__(self, registrar: Registrar, extractor: TraceExtractor) -> None:
+        if registrar.xp is not extractor.xp:
+            raise ValueError("registrar and extractor must use the same array backend")
+        self.reg = registrar
+        self.tr = extractor
+        self.xp = registrar.xp
+
+    def _device(self, frames: Any, keep_registered: bool) -> tuple[Any, ...]:
+        r = self.reg.register(frames)
+        t = self.tr.process(r.frames)
+        return r.shifts_px, r.peak, t.f, t.fneu, t.dff, (r.frames if keep_registered else None)
+
+    def process(self, frames: Any, keep_registered: bool = False) -> ProcessedBatch:
+        """One batch (B, Y, X) or one frame (Y, X) of any real dtype -> host results."""
+        f = frames if frames.ndim == 3 else frames[None]
+        s, p, ff, fn, d, reg = self._device(self.xp.asarray(f), keep_registered)
+        return ProcessedBatch(to_host(s), to_host(p), to_host(ff), to_host(fn), to_host(d), reg)
+
+    def process_movie(
+        self,
+        movie: np.ndarray,
+        batch_frames: int = 256,
+        on_batch: Callable[[int, ProcessedBatch], None] | None = None,
+    ) -> ProcessedBatch:
+        """Process ``movie`` (T, Y, X) host array in batches; returns the concatenated results.
+
+        ``on_batch(first_frame_index, batch)`` is called after each batch (e.g. for progress
+        or to write results); ``registered`` is never kept here.
+        """
+        n = movie.shape[0]
+        starts = list(range(0, n, batch_frames))
+        outs: list[ProcessedBatch] = []
+        if not is_cupy(self.xp):
+            for s in starts:
+                b = self.process(movie[s : s + batch_frames])
+                outs.append(b)
+                if on_batch:
+                    on_batch(s, b)
+        else:
+            outs = self._process_movie_cupy(movie, starts, batch_frames, on_batch)
+        return ProcessedBatch(
+            *(
+                np.concatenate([getattr(o, k) for o in outs])
+                for k in ("shifts_px", "peak", "f", "fneu", "dff")
+            )
+        )
+
+    def _process_movie_cupy(
+        self,
+        movie: np.ndarray,
+        starts: list[int],
+        batch_frames: int,
+        on_batch: Callable[[int, ProcessedBatch], None] | None,
+    ) -> list[ProcessedBatch]:
+        cp = self.xp
+        copy_stream = cp.cuda.Stream(non_blocking=True)
+        compute_stream = cp.cuda.Stream(non_blocking=True)
+        bufs = [cp.empty((batch_frames, *movie.shape[1:]), movie.dtype) for _ in range(2)]
+        done = [None, None]
+
+        def upload(k: int) -> Any:
+            s = starts[k]
+            chunk = movie[s : s + batch_frames]
+            dst = bufs[k % 2][: chunk.shape[0]]
+            with copy_stream:
+                dst.set(chunk, stream=copy_stream)
+                ev = copy_stream.record()
+            return dst, ev
+
+        outs: list[ProcessedBatch] = []
+        pending: list[tuple[int, Any, tuple[Any, ...]]] = []
+        nxt = upload(0)
+        for k in range(len(starts)):
+            dst, ev = nxt
+            compute_stream.wait_event(ev)
+            with compute_stream:
+                res = self._device(dst, False)
+                done[k % 2] = compute_stream.record()
+            if k + 1 < len(starts):
+                # the buffer batch k+1 reuses was read by batch k-1: wait for that compute
+                if done[(k + 1) % 2] is not None and k >= 1:
+                    copy_stream.wait_event(done[(k + 1) % 2])
+                nxt = upload(k + 1)
+            pending.append((starts[k], done[k % 2], res))
+            # download one batch behind so the host copy overlaps the next compute
+            if len(pending) > 1:
+                outs.append(self._collect(pending.pop(0), on_batch))
+        while pending:
+            outs.append(self._collect(pending.pop(0), on_batch))
+        return outs
+
+    @staticmethod
+    def _collect(
+        item: tuple[int, Any, tuple[Any, ...]],
+        on_batch: Callable[[int, ProcessedBatch], None] | None,
+    ) -> ProcessedBatch:
+        start, ev, res = item
+        ev.synchronize()
+        s, p, ff, fn, d, _ = res
+        b = ProcessedBatch(to_host(s), to_host(p), to_host(ff), to_host(fn), to_host(d))
+        if on_batch:
+            on_batch(start, b)
+        return b
