@@ -225,3 +225,44 @@ def test_paced_reading_follows_timestamps(tmp_path: Path) -> None:
         arrivals.append(time.monotonic() - t0)
     assert arrivals[3] >= 0.1 * 0.95 and arrivals[-1] >= 0.11 * 0.95
     assert arrivals[1] < arrivals[3]
+
+
+@pytest.mark.parametrize(("header", "extra"), [("text", []), ("frameheader", ["--cr"])])
+def test_rig_imaging_synth_writes_tiff_and_truth(tmp_path: Path, header: str, extra) -> None:
+    from typer.testing import CliRunner
+
+    from acquisition.sources.synthetic import load_truth
+    from rig.cli import app
+
+    out = tmp_path / "syn.tif"
+    args = ["imaging", "synth", "--out", str(out), "--frames", "6", "--size", "48",
+            "--cells", "2", "--channels", "2", "--header", header, "--rate", "15",
+            "--seed", "4", *extra]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    truth = load_truth(tmp_path / "syn.truth.npz")
+    expect = make_movie(6, 48, 2, frame_rate_hz=15.0, seed=4)
+    np.testing.assert_array_equal(truth["shifts_px"], expect.shifts_px)
+    for channel, seed in ((0, 4), (1, 5)):
+        with ScanImageTiffSource(out, channel=channel) as src:
+            got = np.stack([f for _, _, f in src])
+        movie = expect if seed == 4 else make_movie(6, 48, 2, frame_rate_hz=15.0, seed=seed)
+        np.testing.assert_array_equal(got, movie.frames.astype(np.int16))
+    with ScanImageTiffReader(str(out)) as r:
+        assert ("\r" in r.description(0)) == ("--cr" in extra)
+
+
+def test_rig_imaging_synth_folder_of_files(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from rig.cli import app
+
+    args = ["imaging", "synth", "--out", str(tmp_path / "rec.tif"), "--frames", "10", "--size",
+            "48", "--cells", "1", "--frames-per-file", "4"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert len(list((tmp_path / "rec").glob("rec_00001_*.tif"))) == 3
+    with ScanImageTiffSource(tmp_path / "rec") as src:
+        assert src.n_frames == 10
+    bad = CliRunner().invoke(app, ["imaging", "synth", "--out", "x.tif", "--header", "xml"])
+    assert bad.exit_code == 2 and "expected text, json or frameheader" in bad.output

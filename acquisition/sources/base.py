@@ -17,6 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from types import TracebackType
+from typing import Self
 
 import numpy as np
 
@@ -60,7 +61,7 @@ class FrameSource(ABC):
         self._closed = True
         self._stop.set()
 
-    def __enter__(self) -> FrameSource:
+    def __enter__(self) -> Self:
         self.open()
         return self
 

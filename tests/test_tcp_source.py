@@ -1,0 +1,237 @@
+"""TCP frame stream: real sockets on 127.0.0.1, the real `rig imaging send` sender."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from acquisition.sources.scanimage_writer import write_scanimage_tiff
+from acquisition.sources.tcp import (
+    HEADER_BYTES,
+    HEADER_STRUCT,
+    StreamError,
+    TcpFrameSource,
+    decode_header,
+    encode_header,
+    send_frames,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _frames(n: int, shape=(16, 12), dtype=np.int16, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return [(i, i / 30.0, rng.integers(-1000, 1000, size=shape).astype(dtype)) for i in range(n)]
+
+
+class _Receiver:
+    """Run a TcpFrameSource in a thread, collecting frames or the error."""
+
+    def __init__(self, src: TcpFrameSource) -> None:
+        self.src = src
+        src.open()
+        self.frames: list[tuple[int, float, np.ndarray]] = []
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for item in self.src:
+                self.frames.append(item)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def wait(self, timeout_s: float = 10.0) -> None:
+        assert self.done.wait(timeout_s), "receiver did not finish"
+        self.src.close()
+
+
+def _raw_client(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5.0)
+
+
+def _header(**over: object) -> bytes:
+    fields = dict(
+        magic=b"MRFS", version=1, hlen=48, number=1, t=0.0, ndim=2, code=4, channel=0,
+        d0=4, d1=4, d2=0, payload=32,
+    )  # fmt: skip
+    fields.update(over)
+    return HEADER_STRUCT.pack(*fields.values())
+
+
+def test_header_round_trip() -> None:
+    frame = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    raw = encode_header(42, 1.25, frame, channel=2)
+    assert len(raw) == HEADER_BYTES == 48 and raw[:4] == b"MRFS"
+    h = decode_header(raw, max_frame_bytes=1000)
+    assert (h.frame_number, h.timestamp_s, h.shape, h.channel) == (42, 1.25, (3, 4), 2)
+    assert h.dtype == np.uint16 and h.payload_bytes == 24
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"magic": b"XXXX"}, "magic"),
+        ({"version": 2}, "version"),
+        ({"hlen": 12}, "header_length"),
+        ({"hlen": 5000}, "header_length"),
+        ({"number": 0}, "frame_number"),
+        ({"t": float("nan")}, "timestamp_s"),
+        ({"ndim": 0}, "ndim"),
+        ({"ndim": 7}, "ndim"),
+        ({"code": 99}, "dtype_code"),
+        ({"d0": 0}, "shape"),
+        ({"d0": 100_000, "payload": 100_000 * 4 * 2}, "shape"),
+        ({"d2": 3}, "shape"),
+        ({"payload": 31}, "payload_bytes"),
+        ({"d0": 4096, "d1": 4096, "payload": 4096 * 4096 * 2}, "payload_bytes"),
+    ],
+)
+def test_malformed_headers_rejected_naming_the_field(override: dict, field: str) -> None:
+    with pytest.raises(StreamError, match=rf"stream byte 96: {field} = "):
+        decode_header(_header(**override), max_frame_bytes=1 << 20, stream_offset=96)
+
+
+def test_round_trip_in_process_with_timestamps_and_indices() -> None:
+    frames = _frames(25)
+    rx = _Receiver(TcpFrameSource(port=0, accept_timeout_s=5))
+    assert rx.src.host == "127.0.0.1"
+    assert rx.src._listener is not None and rx.src._listener.getsockname()[0] == "127.0.0.1"
+    assert send_frames(frames, port=rx.src.port) == 25
+    rx.wait()
+    assert rx.error is None
+    assert [i for i, _, _ in rx.frames] == list(range(25))
+    assert [t for _, t, _ in rx.frames] == pytest.approx([t for _, t, _ in frames])
+    for (_, _, a), (_, _, b) in zip(rx.frames, frames, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert rx.src.shape == (16, 12) and rx.src.dtype == np.int16 and rx.src.gaps == []
+
+
+def test_round_trip_through_rig_imaging_send(tmp_path: Path) -> None:
+    vols = np.random.default_rng(3).integers(0, 4000, size=(12, 1, 2, 20, 24)).astype(np.int16)
+    t_s = np.cumsum(np.full(12, 0.01)) - 0.01
+    tif = write_scanimage_tiff(tmp_path / "rec.tif", vols, frame_rate_hz=100.0, timestamps_s=t_s)
+    rx = _Receiver(TcpFrameSource(port=0, accept_timeout_s=20, channel=2))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "rig", "imaging", "send", str(tif), "--port", str(rx.src.port),
+           "--channel", "1", "--rate", "0"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "sent 12 frames" in proc.stdout
+    rx.wait()
+    assert rx.error is None
+    assert len(rx.frames) == 12
+    for i, t, frame in rx.frames:
+        np.testing.assert_array_equal(frame, vols[i, 0, 1])
+        assert t == pytest.approx(t_s[i])
+
+
+def test_gaps_are_reported() -> None:
+    frames = [f for f in _frames(8) if f[0] not in (2, 3, 6)]
+    rx = _Receiver(TcpFrameSource(port=0, accept_timeout_s=5))
+    send_frames(frames, port=rx.src.port)
+    rx.wait()
+    assert rx.error is None
+    assert [i for i, _, _ in rx.frames] == [0, 1, 4, 5, 7]
+    assert rx.src.gaps == [(3, 5), (7, 8)] and rx.src.n_missing == 3
+
+
+def test_oversized_header_rejected_without_allocation() -> None:
+    rx = _Receiver(TcpFrameSource(port=0, accept_timeout_s=5, max_frame_bytes=1 << 20))
+    tracemalloc.start()
+    try:
+        with _raw_client(rx.src.port) as c:
+            # 60000 x 60000 float64 = 28.8 GB claimed.
+            c.sendall(_header(d0=60000, d1=60000, code=8, payload=60000 * 60000 * 8))
+            rx.wait()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(rx.error, StreamError)
+    assert "payload_bytes = 28800000000" in str(rx.error) and "max_frame_bytes" in str(rx.error)
+    assert peak < 4 * 1024 * 1024
+
+
+def test_disconnect_inside_a_frame_is_an_error() -> None:
+    rx = _Receiver(TcpFrameSource(port=0, accept_timeout_s=5))
+    with _raw_client(rx.src.port) as c:
+        c.sendall(_header() + b"\x00" * 10)  # 10 of 32 payload bytes
+    rx.wait()
+    assert isinstance(rx.error, StreamError)
+    assert "disconnected inside frame 1" in str(rx.error) and "10 of 32" in str(rx.error)
+
+
+def test_stalled_sender_times_out() -> None:
+    rx = _Receiver(TcpFrameSource(port=0, accept_timeout_s=5, stall_timeout_s=0.3))
+    with _raw_client(rx.src.port) as c:
+        c.sendall(_header()[:20])
+        rx.wait()
+    assert isinstance(rx.error, StreamError) and "stalled" in str(rx.error)
+
+
+def test_no_sender_times_out() -> None:
+    rx = _Receiver(TcpFrameSource(port=0, accept_timeout_s=0.2))
+    rx.wait()
+    assert isinstance(rx.error, StreamError) and "no sender connected" in str(rx.error)
+
+
+def test_close_from_another_thread_stops_waiting() -> None:
+    rx = _Receiver(TcpFrameSource(port=0, accept_timeout_s=30))
+    rx.src.close()
+    assert rx.done.wait(5.0)
+    assert rx.frames == []
+
+
+def test_other_channels_dropped_and_shape_change_rejected() -> None:
+    rx = _Receiver(TcpFrameSource(port=0, accept_timeout_s=5, channel=1))
+    with _raw_client(rx.src.port) as c:
+        a = np.ones((4, 4), np.int16)
+        for number, ch in [(1, 1), (1, 2), (2, 1), (2, 2)]:
+            c.sendall(encode_header(number, number / 10, a * ch, channel=ch) + (a * ch).tobytes())
+        b = np.ones((5, 4), np.int16)
+        c.sendall(encode_header(3, 0.3, b, channel=1) + b.tobytes())
+        rx.wait()
+    assert [int(f[0, 0]) for _, _, f in rx.frames] == [1, 1]
+    assert isinstance(rx.error, StreamError) and "shape (5, 4)" in str(rx.error)
+
+
+def test_sender_paces_at_the_requested_rate() -> None:
+    rx = _Receiver(TcpFrameSource(port=0, accept_timeout_s=5))
+    t0 = time.monotonic()
+    send_frames(_frames(11), port=rx.src.port, rate_hz=100.0)
+    elapsed = time.monotonic() - t0
+    rx.wait()
+    assert len(rx.frames) == 11 and elapsed >= 0.1 * 0.95
+
+
+def test_sender_reports_no_receiver() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free_port = s.getsockname()[1]
+    with pytest.raises(StreamError, match=f"cannot connect to 127.0.0.1:{free_port}"):
+        send_frames(_frames(1), port=free_port, connect_timeout_s=0.2)
+
+
+def test_header_struct_layout_matches_docs() -> None:
+    # Offsets documented in docs/imaging_stream.md and motorRigStream.m.
+    raw = encode_header(7, 2.5, np.zeros((3, 5), np.uint16), channel=1)
+    assert struct.unpack_from("<Q", raw, 8)[0] == 7
+    assert struct.unpack_from("<d", raw, 16)[0] == 2.5
+    assert raw[24] == 2 and raw[25] == 3
+    assert struct.unpack_from("<H", raw, 26)[0] == 1
+    assert struct.unpack_from("<3I", raw, 28) == (3, 5, 0)
+    assert struct.unpack_from("<Q", raw, 40)[0] == 30
