@@ -235,3 +235,27 @@ def test_header_struct_layout_matches_docs() -> None:
     assert struct.unpack_from("<H", raw, 26)[0] == 1
     assert struct.unpack_from("<3I", raw, 28) == (3, 5, 0)
     assert struct.unpack_from("<Q", raw, 40)[0] == 30
+
+
+def _offset_table(text: str, pattern: str) -> list[tuple[int, int]]:
+    import re
+
+    return [(int(a), int(b)) for a, b in re.findall(pattern, text, flags=re.M)]
+
+
+def test_matlab_function_and_docs_describe_the_same_layout() -> None:
+    expected = [(0, 4), (4, 2), (6, 2), (8, 8), (16, 8), (24, 1), (25, 1), (26, 2), (28, 12),
+                (40, 8)]  # fmt: skip
+    # The struct itself: field offsets follow from its format.
+    sizes = [struct.calcsize("<" + f) for f in ("4s", "H", "H", "Q", "d", "B", "B", "H", "3I", "Q")]
+    assert list(zip(np.cumsum([0, *sizes[:-1]]).tolist(), sizes, strict=True)) == expected
+    m_file = (REPO / "acquisition/scanimage/motorRigStream.m").read_text()
+    assert _offset_table(m_file, r"^%\s+(\d+)\s+(\d+)\s+\S") == expected
+    doc = (REPO / "docs/imaging_stream.md").read_text()
+    assert _offset_table(doc, r"^\| (\d+) \| (\d+) \|") == expected
+    # The MATLAB header assembly uses the same magic, version, length and field order.
+    assert "uint8('MRFS')" in m_file and "typecast(uint16([1 48]), 'uint8')" in m_file
+    order = ["frameNumberAcqMode", "frameTimestamp", "uint8([2 dtypeCode", "uint16(channel)",
+             "uint32([ny nx 0])", "uint64(numel(payload))"]  # fmt: skip
+    pos = [m_file.index(s, m_file.index("hdr = [")) for s in order]
+    assert pos == sorted(pos)
