@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from rig.cli import board, core_cmds, imaging, imaging_proc, lever, rotarod
+from rig.cli import board, core_cmds, imaging, imaging_proc, lever, replay, rotarod
 
 app = typer.Typer(
     name="rig",
@@ -19,7 +19,7 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks that print figures (and save JSON with --json).")
 app.add_typer(bench_app, name="bench")
 
-for module in (core_cmds, board, lever, rotarod, imaging, imaging_proc):
+for module in (core_cmds, board, lever, rotarod, imaging, imaging_proc, replay):
     module.register(app, bench_app)
 
 

@@ -1,0 +1,1 @@
+"""NWB export of a session folder (pynwb)."""

@@ -1,0 +1,1 @@
+"""Headless replay of recorded sessions through the same parser and task code."""

@@ -1,0 +1,1 @@
+"""Session and subject reports: HTML pages with matplotlib PNG plots."""
