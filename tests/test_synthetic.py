@@ -217,3 +217,24 @@ def test_paced_source_runs_at_the_frame_rate_and_stops_on_close() -> None:
     slow.close()  # would otherwise wait 2 s for the next frame
     th.join(timeout=1.0)
     assert not th.is_alive() and got == [0]
+
+
+def test_open_source_builds_each_kind_from_config(tmp_path) -> None:
+    from acquisition.sources import open_source
+    from acquisition.sources.scanimage_tiff import ScanImageTiffSource
+    from acquisition.sources.scanimage_writer import write_scanimage_tiff
+    from acquisition.sources.tcp import TcpFrameSource
+    from rig.core.config import ImagingConfig
+
+    syn = ImagingConfig.model_validate(
+        {"source": {"kind": "synthetic", "size_px": 32, "n_cells": 1, "frame_rate_hz": 2.0}}
+    )
+    src = open_source(syn.source)
+    assert isinstance(src, SyntheticSource) and src.n_frames == 120 and src.shape == (32, 32)
+    path = write_scanimage_tiff(tmp_path / "a.tif", np.zeros((3, 8, 8), np.int16))
+    tif = ImagingConfig.model_validate({"source": {"kind": "tiff", "path": str(path)}})
+    t = open_source(tif.source, paced=False)
+    assert isinstance(t, ScanImageTiffSource) and t.n_frames == 3 and not t.paced
+    tcp = ImagingConfig.model_validate({"source": {"kind": "tcp", "port": 6001}})
+    r = open_source(tcp.source)
+    assert isinstance(r, TcpFrameSource) and (r.host, r.port) == ("127.0.0.1", 6001)
