@@ -1,0 +1,373 @@
+"""The rotarod: packet types (docs/rotarod.md), the adapter interface and our firmware's driver.
+
+``RotarodAdapter`` is what the runner talks to; ``Rotarod`` implements it over our wire protocol
+(real board, firmware under simavr, or the Python simulated rod of ``rotarod_sim``), and a
+commercial rotarod with its own serial protocol would be another subclass. Events reach the
+caller through ``on_event`` callbacks, from the reader thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from rig.core.errors import RigError
+from rig.core.protocol import (
+    BOARD_TO_HOST,
+    PROTOCOL_VERSION,
+    Ack,
+    GetHello,
+    Heartbeat,
+    Hello,
+    HostHeartbeat,
+    Message,
+    Nak,
+    Packet,
+    PacketEncoder,
+    ResetSafe,
+    StreamDecoder,
+)
+
+ROTAROD_FIRMWARE_NAME = "rotarod"
+ROTAROD_FIRMWARE_VERSION = (1, 0, 0)
+FLASH_HINT = (
+    "flash the rotarod firmware: make -C firmware upload SKETCH=rotarod BOARD=uno (or mega), "
+    "or open firmware/rotarod/rotarod.ino in the Arduino IDE and upload it"
+)
+
+
+# ----------------------------------------------------------------------------- packets
+@dataclass(frozen=True, slots=True)
+class RodConfig(Message):
+    """0x40 host->board: rod and lane setup (NAK BUSY while the rod turns)."""
+
+    TYPE = 0x40
+    FMT = "<HBHBBB"
+    steps_per_rev: int
+    n_lanes: int
+    debounce_ms: int
+    fall_active_low_mask: int
+    passive_mask: int
+    passive_active_low_mask: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartRamp(Message):
+    """0x41 host->board: ramp ``start_mrpm -> end_mrpm`` over ``ramp_ms``, cutoff ``max_ms``."""
+
+    TYPE = 0x41
+    FMT = "<IIII"
+    start_mrpm: int
+    end_mrpm: int
+    ramp_ms: int
+    max_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopRod(Message):
+    """0x42 host->board: stop stepping now (ACK also when idle)."""
+
+    TYPE = 0x42
+
+
+@dataclass(frozen=True, slots=True)
+class RodStarted(Message):
+    """0x50: the ramp's tick 0 (``t_us``) and what it runs."""
+
+    TYPE = 0x50
+    FMT = "<QIIII"
+    t_us: int
+    start_mrpm: int
+    end_mrpm: int
+    ramp_ms: int
+    max_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class RodSpeed(Message):
+    """0x51: rod speed every 50 ms; ``rpm_mrpm`` measured from steps over the last ~250 ms."""
+
+    TYPE = 0x51
+    FMT = "<QIII"
+    t_us: int
+    steps: int
+    rpm_mrpm: int
+    nominal_mrpm: int
+
+
+@dataclass(frozen=True, slots=True)
+class LaneFall(Message):
+    """0x52: a debounced fall; ``t_us`` is the onset edge, speed fields at the onset."""
+
+    TYPE = 0x52
+    FMT = "<QBIII"
+    t_us: int
+    lane: int
+    steps: int
+    rpm_mrpm: int
+    nominal_mrpm: int
+
+
+@dataclass(frozen=True, slots=True)
+class PassiveRotation(Message):
+    """0x53: one full passive rotation seen by the lane's passive sensor (same layout as 0x52)."""
+
+    TYPE = 0x53
+    FMT = "<QBIII"
+    t_us: int
+    lane: int
+    steps: int
+    rpm_mrpm: int
+    nominal_mrpm: int
+
+
+@dataclass(frozen=True, slots=True)
+class RodStopped(Message):
+    """0x54: stepping ended; ``reason`` 0 = cutoff at max_ms, 1 = host stop/reset."""
+
+    TYPE = 0x54
+    FMT = "<QIB"
+    t_us: int
+    steps: int
+    reason: int
+
+
+ROTAROD_HOST_TO_BOARD: dict[int, type[Message]] = {
+    c.TYPE: c for c in (GetHello, HostHeartbeat, ResetSafe, RodConfig, StartRamp, StopRod)
+}
+ROTAROD_BOARD_TO_HOST: dict[int, type[Message]] = {
+    **BOARD_TO_HOST,
+    **{c.TYPE: c for c in (RodStarted, RodSpeed, LaneFall, PassiveRotation, RodStopped)},
+}
+RodEvent = RodStarted | RodSpeed | LaneFall | PassiveRotation | RodStopped | Heartbeat
+
+
+# ----------------------------------------------------------------------------- interface
+class RotarodError(RigError):
+    """The rotarod refused a command, did not answer, or is not the expected firmware."""
+
+
+class ByteTransport(Protocol):
+    """What a driver needs from a transport (serial port, simavr pty, simulated rod)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def read(self, timeout_s: float) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class RotarodAdapter(ABC):
+    """A rotarod as the runner sees it. Subclass per protocol (ours, or a commercial rod's).
+
+    Events (``RodStarted``, ``RodSpeed``, ``LaneFall``, ``PassiveRotation``, ``RodStopped``) go
+    to every callback in ``on_event``, in device order, from the reader thread.
+    """
+
+    name: str = "rotarod"
+    n_lanes: int = 5
+    steps_per_rev: int = 3200
+
+    def __init__(self) -> None:
+        self.on_event: list[Callable[[Message], None]] = []
+        self.hello: Hello | None = None
+
+    @abstractmethod
+    def open(self) -> Hello:
+        """Connect, check identity and versions (``RotarodError`` on mismatch), configure."""
+
+    @abstractmethod
+    def start_ramp(self, start_rpm: float, end_rpm: float, ramp_s: float, max_s: float) -> None:
+        """Start an accelerating ramp; returns once the rod accepted it."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop the rod now."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def safe_state(self) -> None:
+        """The rod stopped. Never raises: called on every exit path, also after errors."""
+        # a dead link is already safe enough: the board stops by itself at the cutoff
+        with contextlib.suppress(Exception):
+            self.stop()
+
+    def _emit(self, msg: Message) -> None:
+        for cb in list(self.on_event):
+            cb(msg)
+
+
+def check_hello(hello: Hello, where: str) -> None:
+    """Refuse a device that is not our rotarod firmware at a compatible version."""
+    found = f"{hello.name!r} firmware {hello.fw_version}, protocol {hello.protocol_version}"
+    if hello.name != ROTAROD_FIRMWARE_NAME:
+        raise RotarodError(f"{where}: found {found}, expected 'rotarod'; {FLASH_HINT}")
+    if hello.protocol_version != PROTOCOL_VERSION:
+        raise RotarodError(
+            f"{where}: found {found}, this host speaks protocol {PROTOCOL_VERSION}; {FLASH_HINT}"
+        )
+    if hello.fw_major != ROTAROD_FIRMWARE_VERSION[0]:
+        raise RotarodError(
+            f"{where}: found {found}, this host needs rotarod firmware "
+            f"{ROTAROD_FIRMWARE_VERSION[0]}.x; {FLASH_HINT}"
+        )
+
+
+# ----------------------------------------------------------------------------- our driver
+class Rotarod(RotarodAdapter):
+    """Driver of our rotarod firmware (firmware/rotarod) over any ``ByteTransport``.
+
+    Parameters
+    ----------
+    transport : ByteTransport
+    n_lanes, steps_per_rev, debounce_ms, passive_lanes_mask
+        Sent in ROD_CONFIG at ``open``. Fall sensors are active-low (trip plates to ground).
+    where : str
+        Port or description, for error messages.
+    command_timeout_s : float
+        Longest wait for an ACK/NAK.
+    on_raw : callable, optional
+        Gets every received chunk with its host receive time (ns), for ``raw/rotarod.bin``.
+    """
+
+    MAX_RPM: ClassVar[float] = 300.0
+
+    def __init__(
+        self,
+        transport: ByteTransport,
+        *,
+        n_lanes: int = 5,
+        steps_per_rev: int = 3200,
+        debounce_ms: float = 500.0,
+        passive_lanes_mask: int = 0,
+        where: str = "rotarod",
+        command_timeout_s: float = 2.0,
+        on_raw: Callable[[bytes, int], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.transport = transport
+        self.n_lanes = n_lanes
+        self.steps_per_rev = steps_per_rev
+        self.debounce_ms = debounce_ms
+        self.passive_lanes_mask = passive_lanes_mask
+        self.where = where
+        self.command_timeout_s = command_timeout_s
+        self.on_raw = on_raw
+        self.decoder = StreamDecoder(ROTAROD_BOARD_TO_HOST)
+        self._enc = PacketEncoder()
+        self._replies: queue.Queue[Ack | Nak | Hello] = queue.Queue()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reader: threading.Thread | None = None
+        self.last_heartbeat: Heartbeat | None = None
+
+    # ------------------------------------------------------------------ reader thread
+    def _read_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.transport.read(0.05)
+            except OSError:
+                if self._stop.is_set():
+                    return
+                raise
+            if not data:
+                continue
+            if self.on_raw is not None:
+                self.on_raw(data, time.monotonic_ns())
+            for item in self.decoder.feed(data):
+                if not isinstance(item, Packet):
+                    continue
+                msg = item.msg
+                if isinstance(msg, Ack | Nak | Hello):
+                    self._replies.put(msg)
+                elif isinstance(msg, Heartbeat):
+                    self.last_heartbeat = msg
+                    self._emit(msg)
+                else:
+                    self._emit(msg)
+
+    def _command(self, msg: Message, want_hello: bool = False) -> Hello | None:
+        with self._lock:
+            seq, wire = self._enc.encode(msg)
+            self.transport.write(wire)
+            deadline = time.monotonic() + self.command_timeout_s
+            hello = None
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RotarodError(
+                        f"{self.where}: no reply to {type(msg).__name__} within "
+                        f"{self.command_timeout_s} s (is the rotarod connected and powered?)"
+                    )
+                try:
+                    reply = self._replies.get(timeout=left)
+                except queue.Empty:
+                    continue
+                if isinstance(reply, Hello):
+                    hello = reply
+                    continue
+                if reply.cmd_seq != seq:
+                    continue  # a late reply to an earlier, timed-out command
+                if isinstance(reply, Nak):
+                    raise RotarodError(
+                        f"{self.where}: {type(msg).__name__} refused: error {reply.error} "
+                        f"detail {reply.detail} (docs/protocol.md section 4, docs/rotarod.md)"
+                    )
+                return hello if want_hello else None
+
+    # ------------------------------------------------------------------ API
+    def open(self) -> Hello:
+        self._stop.clear()
+        self._reader = threading.Thread(target=self._read_loop, name="rotarod-reader", daemon=True)
+        self._reader.start()
+        hello = self._command(GetHello(PROTOCOL_VERSION), want_hello=True)
+        if hello is None:
+            raise RotarodError(f"{self.where}: GET_HELLO was ACKed without a HELLO")
+        check_hello(hello, self.where)
+        self.hello = hello
+        self._command(
+            RodConfig(
+                self.steps_per_rev,
+                self.n_lanes,
+                round(self.debounce_ms),
+                (1 << self.n_lanes) - 1,
+                self.passive_lanes_mask,
+                (1 << self.n_lanes) - 1,
+            )
+        )
+        return hello
+
+    def start_ramp(self, start_rpm: float, end_rpm: float, ramp_s: float, max_s: float) -> None:
+        if not 0 <= start_rpm <= end_rpm <= self.MAX_RPM:
+            raise ValueError(
+                f"need 0 <= start_rpm <= end_rpm <= {self.MAX_RPM}, got {start_rpm}, {end_rpm}"
+            )
+        if not (0 < ramp_s <= 3600 and 0 < max_s <= 3600):
+            raise ValueError(f"ramp_s and max_s must be in (0, 3600] s, got {ramp_s}, {max_s}")
+        self._command(
+            StartRamp(
+                round(start_rpm * 1000),
+                round(end_rpm * 1000),
+                round(ramp_s * 1000),
+                round(max_s * 1000),
+            )
+        )
+
+    def stop(self) -> None:
+        self._command(StopRod())
+
+    def heartbeat(self) -> None:
+        self._command(HostHeartbeat())
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._reader is not None:
+            self._reader.join(timeout=2.0)
+        self.transport.close()

@@ -1,0 +1,148 @@
+"""The rotarod firmware under simavr: exact ramp from step edges, debounced lane falls.
+
+Judged in simulated time from the harness's cycle-exact log, so host load cannot change the
+result. CI uses a 30 s ramp (4 -> 40 rpm); ``rig bench rotarod`` runs the full 300 s one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rig.core.devices.rotarod import (
+    ROTAROD_BOARD_TO_HOST,
+    LaneFall,
+    PassiveRotation,
+    RodConfig,
+    RodSpeed,
+    RodStarted,
+    RodStopped,
+    StartRamp,
+    check_hello,
+)
+from rig.core.protocol import Ack, GetHello, Hello, Nak, Packet, PacketEncoder, StreamDecoder
+from tests.rotarod_helpers import F_CPU, SteppedSim, build_rotarod, read_log
+
+pytestmark = pytest.mark.simavr
+SPR = 3200
+FALL_PINS = ["B0", "B1", "B2", "B3", "B4"]  # Uno D8..D12, active low
+PASSIVE_PINS = ["C0", "C1", "C2", "C3", "C4"]  # Uno A0..A4
+
+
+def nominal_rpm(t_s: float, start: float, end: float, ramp_s: float) -> float:
+    return min(start + (end - start) * t_s / ramp_s, end)
+
+
+def decode_all(data: bytes) -> list:
+    dec = StreamDecoder(ROTAROD_BOARD_TO_HOST)
+    items = dec.feed(data)
+    assert dec.stats.errors == 0 and dec.stats.lost == 0, dec.stats
+    return [i.msg for i in items if isinstance(i, Packet)]
+
+
+def first_step_us(start_rpm: float) -> float:
+    """When the exact ramp's first step goes out: the first 50 µs tick by which the rod has
+    turned one step (the quadratic term is negligible over the first few ms)."""
+    return np.ceil(60 / (start_rpm * SPR) / 50e-6) * 50.0
+
+
+def run_ramp(tmp_path: Path, ramp_s: float, script: list[tuple[float, str]]) -> dict:
+    """Start a 4 -> 40 rpm ramp, apply ``script`` ((seconds after the ramp start, harness
+    command) pairs), run to the cutoff, and return the decoded packets, the edges and inputs."""
+    elf, avrsim = build_rotarod("uno")
+    log = tmp_path / "avrsim.log"
+    enc = PacketEncoder()
+    with SteppedSim(elf, avrsim, log, watch="D4") as sim:
+        for pin in FALL_PINS + PASSIVE_PINS:
+            sim.cmd(f"pin {pin} 1")  # sensors idle high (pull-ups)
+        sim.run_us(50_000)
+        sim.write(enc.encode(GetHello(1))[1])
+        sim.write(enc.encode(RodConfig(SPR, 5, 500, 0x1F, 0x1F, 0x1F))[1])
+        sim.run_us(20_000)
+        ramp_ms = round(ramp_s * 1000)
+        sim.write(enc.encode(StartRamp(4000, 40000, ramp_ms, ramp_ms))[1])
+        cycle = sim.run_us(20_000)
+        sim.wait_bytes(lambda b: any(isinstance(m, RodStarted) for m in decode_all(b)))
+        head = decode_all(sim.take())
+        started = next(m for m in head if isinstance(m, RodStarted))
+        edges, _ = read_log(log)
+        first_edge_us = next(c for c, pin, v in edges if pin == "D4" and v == 1) / F_CPU * 1e6
+        # simulated µs minus device µs (the board clock starts a fixed time after reset)
+        offset_us = first_edge_us - (started.t_us + first_step_us(4.0))
+        now_us = cycle / F_CPU * 1e6
+        for t_s, command in script:
+            at_us = started.t_us + offset_us + t_s * 1e6
+            sim.cmd(f"+{at_us - now_us:.0f} {command}")
+        sim.run_us(ramp_s * 1e6 + 100_000)
+        sim.wait_bytes(lambda b: any(isinstance(m, RodStopped) for m in decode_all(b)))
+        tail = decode_all(sim.take())
+    edges, inputs = read_log(log)
+    return {
+        "msgs": head + tail,
+        "started": started,
+        "offset_us": offset_us,
+        "rising_us": np.array([c for c, pin, v in edges if pin == "D4" and v == 1]) / F_CPU * 1e6,
+        "inputs": [(c / F_CPU * 1e6 - offset_us, cmd) for c, cmd in inputs],
+    }
+
+
+def test_ramp_falls_and_bounce_under_simavr(tmp_path: Path) -> None:
+    ramp_s = 30.0
+    script = [
+        (5.0, "pin B0 0"),  # lane 0 falls at 5 s and stays down
+        (8.0, "pin B1 0"),  # lane 1: a 300 ms bounce, shorter than the 500 ms debounce
+        (8.3, "pin B1 1"),
+        (12.3456, "pin B3 0"),  # lane 3 falls at 12.3456 s
+        (13.0, "pin B3 1"),  # mouse taken off the plate 654 ms later: one fall only
+        (20.0, "pin C2 0"),  # lane 2 passive rotation sensor
+        (20.6, "pin C2 1"),
+        (25.0, "pin B1 0"),  # lane 1 really falls at 25 s
+    ]
+    r = run_ramp(tmp_path, ramp_s, script)
+    msgs, t0 = r["msgs"], r["started"].t_us
+    hello = next(m for m in msgs if isinstance(m, Hello))
+    check_hello(hello, "simavr")
+    assert not any(isinstance(m, Nak) for m in msgs)
+    assert sum(isinstance(m, Ack) for m in msgs) == 3
+
+    # --- ramp: rpm measured from step edges within 1 % of nominal at every second
+    rising = r["rising_us"] - (t0 + r["offset_us"])
+    worst = 0.0
+    for k in range(1, int(ramp_s)):
+        n = np.count_nonzero((rising >= (k - 0.5) * 1e6) & (rising < (k + 0.5) * 1e6))
+        rpm = n / SPR * 60.0
+        nominal = nominal_rpm(k, 4, 40, ramp_s)
+        worst = max(worst, abs(rpm / nominal - 1))
+    assert worst < 0.01, f"worst rpm error {worst:.4%}"
+    # integrated: total steps = exact revolutions (4*30 + 0.5*1.2*30^2)/60 = 11 rev
+    stopped = next(m for m in msgs if isinstance(m, RodStopped))
+    assert stopped.reason == 0 and stopped.steps == 11 * SPR == len(rising)
+    assert stopped.t_us - t0 == pytest.approx(ramp_s * 1e6, abs=1000)
+    # every edge within 100 µs of the exact step time (tick jitter only, nothing accumulates)
+    n = np.arange(1, len(rising) + 1)
+    exact_s = (-4 + np.sqrt(16 + 4 * 0.6 * n * 60 / SPR)) / (2 * 0.6)
+    assert np.max(np.abs(rising - exact_s * 1e6)) < 100
+
+    # --- speed reports: >= 10 Hz, measured close to nominal
+    speeds = [m for m in msgs if isinstance(m, RodSpeed)]
+    gaps = np.diff([m.t_us for m in speeds])
+    assert len(speeds) >= 10 * ramp_s - 2 and gaps.max() <= 100_000
+    # measured over the last 250 ms: lags the ramp by 125 ms (0.15 rpm) plus 1-step quantization
+    late = [m for m in speeds if m.t_us - t0 > 1e6]
+    assert max(abs(m.rpm_mrpm - m.nominal_mrpm) for m in late) < 300
+
+    # --- falls: right lane, onset time within 1 ms, rpm at the fall; bounce ignored
+    falls = [m for m in msgs if isinstance(m, LaneFall)]
+    assert [f.lane for f in falls] == [0, 3, 1]
+    applied = {cmd: t for t, cmd in r["inputs"]}
+    for f, cmd in zip(falls, ["pin B0 0", "pin B3 0", "pin B1 0"], strict=True):
+        t_applied = [t for t, c in r["inputs"] if c == cmd][-1]
+        assert abs(f.t_us - t_applied) < 1000, (f, t_applied)
+        t_s = (f.t_us - t0) / 1e6
+        assert f.nominal_mrpm / 1000 == pytest.approx(nominal_rpm(t_s, 4, 40, ramp_s), abs=0.01)
+        assert f.rpm_mrpm / 1000 == pytest.approx(nominal_rpm(t_s, 4, 40, ramp_s), abs=0.3)
+    assert applied["pin B1 1"] - applied["pin B1 0"] < 500_000  # the bounce was shorter
+    passive = [m for m in msgs if isinstance(m, PassiveRotation)]
+    assert [(p.lane, round((p.t_us - t0) / 1e5)) for p in passive] == [(2, 200)]
