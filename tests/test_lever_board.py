@@ -207,10 +207,11 @@ def test_raw_bytes_replay_through_the_same_parser(rig: Rig) -> None:
     chunks = list(rig.raw.items)
     assert all(isinstance(t, int) and isinstance(b, bytes) for t, b in chunks)
     replay = ReplayTransport(chunks)
-    got = Collector()
-    drv = LeverBoard(replay, CONFIG, on_trail=got, reconnect=False)
+    got, events = Collector(), Collector()
+    drv = LeverBoard(replay, CONFIG, on_trail=got, on_event=events, reconnect=False)
     drv.connect(passive=True)
     assert drv.reader_done.wait(5)
+    assert not any(e.name == "link_lost" for e in events.items)  # the end is not a failure
     live = [e for e in rig.trail.items]
     assert got.items == live and len(live) > 5
     assert replay.written == b""  # a passive replay sends nothing

@@ -395,8 +395,8 @@ class LeverBoard:
                 try:
                     data = self.transport.read(0.05)
                 except TransportClosed as e:
-                    if self._stop.is_set():
-                        return
+                    if self._stop.is_set() or getattr(self.transport, "exhausted", False):
+                        return  # closed by us, or a replay that reached its end
                     self._link_lost(str(e))
                     if not self.reconnect or not self._reopen():
                         return
