@@ -83,8 +83,13 @@ def reference_spectrum(xp: ModuleType, ref: Any, mask: Any, sigma_px: float) -> 
     shape = ref.shape[-2:]
     r = fft.rfft2(prepare_taper(xp, ref.astype(xp.float32), mask))
     r = xp.conj(r) / (xp.abs(r) + _EPS)
-    g = xp.asarray(gaussian_spectrum(shape, sigma_px))
-    return (r * g).astype(xp.complex64)
+    g = gaussian_spectrum(shape, sigma_px)
+    # scale so that a perfect match gives a correlation peak of 1 (a quality number)
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.fftfreq(shape[1])[None, :]
+    g_full = np.exp(-2.0 * np.pi**2 * sigma_px**2 * (fy**2 + fx**2))
+    scale = np.float32(shape[0] * shape[1] / g_full.sum())
+    return (r * xp.asarray(g * scale)).astype(xp.complex64)
 
 
 def cross_spectrum(xp: ModuleType, frames: Any, ref_spec: Any, mask: Any) -> Any:

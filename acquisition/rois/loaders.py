@@ -6,6 +6,7 @@ raises :class:`RoiFileError` naming the file (and the ROI) when something does n
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ def load_suite2p(
     stat_path = Path(stat_path)
     try:
         stat = np.load(stat_path, allow_pickle=True)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
         raise RoiFileError(f"{stat_path}: cannot read suite2p stat.npy ({e})") from e
     if iscell_path is None and (stat_path.parent / "iscell.npy").exists():
         iscell_path = stat_path.parent / "iscell.npy"

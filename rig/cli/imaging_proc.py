@@ -68,8 +68,11 @@ class _Movie:
             for s in range(0, self.n_frames, n):
                 yield np.asarray(self.arr[s : s + n])
             return
+        from acquisition.sources.scanimage_tiff import ScanImageTiffSource
+
         buf = []
-        with self.source as src:
+        # a fresh reader per pass: a FrameSource is closed after its `with` block
+        with ScanImageTiffSource(self.path, channel=self.channel) as src:
             for _i, _t, frame in src:
                 buf.append(frame)
                 if len(buf) == n:
@@ -176,7 +179,8 @@ def register_cmd(
             if np.issubdtype(dt, np.integer):
                 info = np.iinfo(dt)
                 regh = np.clip(np.rint(regh), info.min, info.max).astype(dt)
-            tw.write(regh, contiguous=True)
+            for fr in regh:  # one page per frame: a (T, Y, X) series, as ScanImage writes
+                tw.write(fr, contiguous=True)
             sum_raw += batch.sum(axis=0)
             sum_reg += to_host(r.frames.sum(axis=0))
             corr_all.append(corr)
