@@ -214,3 +214,34 @@ def test_fuzz_decoder_never_raises_and_recovers(chunks: list[bytes]) -> None:
     out = dec.feed(b"\x00" + encode_packet(Ack(9, 9), 0))
     assert out[-1] == Packet(0, Ack(9, 9))
     assert dec.stats.bytes == sum(map(len, chunks)) + len(encode_packet(Ack(9, 9), 0)) + 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(BOARD_MSGS), min_size=1, max_size=20),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=5),
+    st.integers(1, 64),
+)
+def test_fuzz_damaged_stream_keeps_every_untouched_packet(
+    msgs: list, hits: list[tuple[int, int]], chunk: int
+) -> None:
+    enc = PacketEncoder()
+    frames = [enc.encode(m)[1] for m in msgs]
+    stream = bytearray(b"".join(frames))
+    touched: set[int] = set()
+    bounds, pos = [], 0
+    for f in frames:
+        bounds.append((pos, pos + len(f)))
+        pos += len(f)
+    for where, value in hits:
+        at = where % len(stream)
+        if stream[at] != value:
+            stream[at] = value
+            # damage can spill into the next frame if it removes a delimiter
+            touched |= {i for i, (a, b) in enumerate(bounds) if a <= at < b or a == at + 1}
+    dec = StreamDecoder(BOARD_TO_HOST)
+    got = [p for i in range(0, len(stream), chunk) for p in dec.feed(bytes(stream[i : i + chunk]))]
+    good = [p.msg for p in got if isinstance(p, Packet)]
+    expected = [m for i, m in enumerate(msgs) if i not in touched]
+    it = iter(good)
+    assert all(any(g == m for g in it) for m in expected)  # in order, as a subsequence

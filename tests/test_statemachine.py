@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from rig.core.config import LeverCalibration
@@ -328,3 +330,30 @@ def test_lick_edges_always_and_level_on_entry() -> None:
     assert (10, "trial_start", 0, 10) not in trail
     assert (31, "state_enter", 1, E.LICK_ON) not in trail
     assert (30, "state_enter", 1, E.LICK_ON) in trail
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(min_size=0, max_size=500), st.integers(0, 2**16 - 1))
+def test_any_blob_is_refused_cleanly_or_runs(blob: bytes, seed: int) -> None:
+    """Whatever a host uploads, the board either NAKs it or runs it without failing."""
+    try:
+        validate_blob(blob, 16, 48, 500)
+    except BlobError as e:
+        assert e.error in (ErrorCode.MACHINE_INVALID, ErrorCode.VALVE_CAP)
+        return
+    x = np.random.default_rng(seed).integers(400, 700, 200).astype(np.int16)
+    run_machine(decode_blob(blob), x)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_valid_random_blob_mutations(data: st.DataObject) -> None:
+    """Single-byte mutations of a real machine: clean refusal, or a machine that runs."""
+    blob = bytearray(hold_task().compile().encode())
+    i = data.draw(st.integers(0, len(blob) - 1))
+    blob[i] = data.draw(st.integers(0, 255))
+    try:
+        validate_blob(bytes(blob), 16, 48, 500)
+    except BlobError:
+        return
+    run_machine(decode_blob(bytes(blob)), trace(300, (50, 200, 560)))
