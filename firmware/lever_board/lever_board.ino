@@ -141,6 +141,8 @@ static void on_frame_edge() {
   fr_head = next;
 }
 
+static void lick_isr_unused() {}
+
 // ---------------------------------------------------------------- replies
 static void send_ack(uint8_t seq, uint8_t type) {
   uint8_t b[2] = {seq, type};
@@ -375,6 +377,13 @@ void setup() {
   pinMode(PIN_TONE, OUTPUT);
   digitalWrite(PIN_TONE, LOW);
   pinMode(PIN_LICK, INPUT);
+  // The lick pin is read at each tick, not by interrupt; but its external-interrupt sense
+  // defaults to "low level", which makes simavr poll the pin every cycle while it is low.
+  // Leave it set to "rising edge" with the interrupt masked (no effect on hardware).
+  if (digitalPinToInterrupt(PIN_LICK) != NOT_AN_INTERRUPT) {
+    attachInterrupt(digitalPinToInterrupt(PIN_LICK), lick_isr_unused, RISING);
+    detachInterrupt(digitalPinToInterrupt(PIN_LICK));
+  }
   fp_lick = FastPin{portInputRegister(digitalPinToPort(PIN_LICK)), digitalPinToBitMask(PIN_LICK)};
   pinMode(PIN_FRAME, INPUT);
   engine_begin();

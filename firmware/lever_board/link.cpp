@@ -1,6 +1,7 @@
 #include "link.h"
 
 #include <Arduino.h>
+#include <util/crc16.h>
 
 #include "protocol.h"
 
@@ -133,43 +134,46 @@ void link_poll(PacketHandler handler) {
   }
 }
 
-static uint8_t p_type, p_seq, p_n;
-static uint16_t p_crc;
-static BodyByte p_get;
-static const uint8_t* p_body;
-
-// Byte i of the decoded packet type|seq|body|crc16.
-static uint8_t pkt_byte(uint8_t i) {
-  if (i == 0) return p_type;
-  if (i == 1) return p_seq;
-  i -= 2;
-  if (i < p_n) return p_get(i);
-  return i == p_n ? (uint8_t)p_crc : (uint8_t)(p_crc >> 8);
-}
-
+// One pass: COBS-encode type|seq|body|crc straight into the transmit ring behind tx_head, and
+// publish the frame by moving tx_head only when it is complete, so the UDRE interrupt never sends
+// a code byte that is not filled in yet. Packets are < 254 bytes, so there is no 0xFF block.
 void link_send_from(uint8_t type, uint8_t n, BodyByte get) {
   if (n > MAX_BODY) return;
-  p_type = type;
-  p_seq = tx_seq++;
-  p_n = n;
-  p_get = get;
-  uint16_t crc = crc16_update(crc16_update(0xFFFF, type), p_seq);
-  for (uint8_t i = 0; i < n; i++) crc = crc16_update(crc, get(i));
-  p_crc = crc;
-  uint8_t len = n + 4;
-  // Streaming COBS: each block is a code byte then the bytes up to the next zero (packets are
-  // shorter than 254 bytes, so there is no 0xFF block).
-  uint8_t start = 0;
-  while (start <= len) {
-    uint8_t end = start;
-    while (end < len && pkt_byte(end) != 0) end++;
-    tx_write((uint8_t)(end - start + 1));
-    for (uint8_t i = start; i < end; i++) tx_write(pkt_byte(i));
-    start = end + 1;
+  while (link_tx_room() < link_wire_size(n)) {
+    // main loop only: the UDRE interrupt makes room
   }
-  tx_write((uint8_t)0);
+  uint8_t h = tx_head, code_pos = h, code = 1;
+  h = (h + 1) & (TX_RING - 1);
+  uint16_t crc = 0xFFFF;
+  uint8_t seq = tx_seq++;
+  for (int16_t i = -2; i < (int16_t)n + 2; i++) {
+    uint8_t b;
+    if (i == -2)
+      b = type;
+    else if (i == -1)
+      b = seq;
+    else if (i < n)
+      b = get((uint8_t)i);
+    else
+      b = i == n ? (uint8_t)crc : (uint8_t)(crc >> 8);
+    if (i < n) crc = _crc_xmodem_update(crc, b);
+    if (b == 0) {
+      tx_ring[code_pos] = code;
+      code_pos = h;
+      code = 1;
+    } else {
+      tx_ring[h] = b;
+      code++;
+    }
+    h = (h + 1) & (TX_RING - 1);
+  }
+  tx_ring[code_pos] = code;
+  tx_ring[h] = 0;
+  tx_head = (h + 1) & (TX_RING - 1);
+  UCSR0B |= _BV(UDRIE0);
 }
 
+static const uint8_t* p_body;
 static uint8_t body_byte(uint8_t i) { return p_body[i]; }
 
 void link_send(uint8_t type, const uint8_t* body, uint8_t n) {

@@ -190,12 +190,19 @@ static void start_trial(int16_t x) {
   enter(m[3], 0);
 }
 
-static void abort_trial() {
+static void outputs_off() {
   if (valve_on) valve_set(false, 2, 0);
   if (tone_on) tone_set(0, 2, 0);
-  gtimer_on = 0;
+}
+
+// ABORT_TRIAL: a running trial ends "aborted" with its outputs off; an idle board keeps the
+// outputs the host set (RESET_SAFE turns those off too).
+static void abort_trial() {
   start_queued = false;
-  if (running) end_trial(0xFF);
+  if (running) {
+    outputs_off();
+    end_trial(0xFF);
+  }
 }
 
 // Trial-code pattern (TASKS.md): 5 ms sync, then 12 bits MSB first, 5 ms each, 5 ms gaps.
@@ -219,7 +226,9 @@ static void apply_host_requests() {
       case HREQ_ABORT: abort_trial(); break;
       case HREQ_RESET_SAFE:
         abort_trial();
+        outputs_off();
         pending_committed = false;
+        loading = false;
         if (ttl) ttl_set(0xFF, 0);
         break;
       case HREQ_SOFT:

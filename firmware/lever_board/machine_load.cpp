@@ -14,12 +14,12 @@ static uint8_t invalid(uint16_t offset, uint16_t* detail) {
 }
 
 uint8_t machine_validate(const uint8_t* b, uint16_t len, uint16_t max_valve_ms, uint16_t* detail) {
-  if (len < 32) return invalid(0, detail);
+  if (len < 32) return invalid(len, detail);
   if (b[0] != 1) return invalid(0, detail);
   uint8_t n_states = b[1], n_trans = b[2];
   if (n_states < 1 || n_states > MAX_STATES) return invalid(1, detail);
   if (n_trans > MAX_TRANSITIONS) return invalid(2, detail);
-  if (len != 32 + 18 * (uint16_t)n_states + 2 * (uint16_t)n_trans) return invalid(2, detail);
+  if (len != 32 + 18 * (uint16_t)n_states + 2 * (uint16_t)n_trans) return invalid(1, detail);
   if (b[3] >= n_states) return invalid(3, detail);
   if (b[4] & ~0x03) return invalid(4, detail);
   int32_t rest_lo = (int16_t)get_u16(b + 10), rest_hi = (int16_t)get_u16(b + 12);

@@ -2,6 +2,8 @@
 // its own copy because the Arduino IDE only compiles files inside the sketch folder.
 #pragma once
 #include <stdint.h>
+#include <string.h>
+#include <util/crc16.h>
 
 #define PROTOCOL_VERSION 1
 #define MAX_PACKET 128
@@ -57,20 +59,25 @@ enum : uint8_t {
 };
 
 // CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF); check value "123456789" -> 0x29B1.
-static inline uint16_t crc16_update(uint16_t crc, uint8_t b) {
-  crc ^= (uint16_t)b << 8;
-  for (uint8_t i = 0; i < 8; i++) crc = (crc & 0x8000) ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
-  return crc;
-}
+// avr-libc's _crc_xmodem_update is this polynomial, unreflected; seeded with 0xFFFF it is
+// CCITT-FALSE (Python: binascii.crc_hqx(data, 0xFFFF)).
 static inline uint16_t crc16(const uint8_t* p, uint16_t n, uint16_t crc = 0xFFFF) {
-  while (n--) crc = crc16_update(crc, *p++);
+  while (n--) crc = _crc_xmodem_update(crc, *p++);
   return crc;
 }
 
-static inline void put_u16(uint8_t* p, uint16_t v) { p[0] = v; p[1] = v >> 8; }
-static inline void put_u32(uint8_t* p, uint32_t v) { for (uint8_t i = 0; i < 4; i++) p[i] = v >> (8 * i); }
-static inline void put_u64(uint8_t* p, uint64_t v) { for (uint8_t i = 0; i < 8; i++) p[i] = v >> (8 * i); }
-static inline uint16_t get_u16(const uint8_t* p) { return p[0] | ((uint16_t)p[1] << 8); }
+// Little-endian field access. AVR is little-endian, so memcpy is exact and far cheaper than
+// shifting 64-bit values (avr-gcc shifts a uint64_t bit by bit).
+static inline void put_u16(uint8_t* p, uint16_t v) { memcpy(p, &v, 2); }
+static inline void put_u32(uint8_t* p, uint32_t v) { memcpy(p, &v, 4); }
+static inline void put_u64(uint8_t* p, uint64_t v) { memcpy(p, &v, 8); }
+static inline uint16_t get_u16(const uint8_t* p) {
+  uint16_t v;
+  memcpy(&v, p, 2);
+  return v;
+}
 static inline uint32_t get_u32(const uint8_t* p) {
-  return p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return v;
 }

@@ -32,7 +32,10 @@ uint64_t timebase_now_us() {
   // came after that wrap.
   if ((TIFR1 & _BV(TOV1)) && lo < 0x8000) hi++;
   SREG = s;
-  return (((uint64_t)hi << 16) | lo) / TIMER_TICKS_PER_US;
+  // ticks / 2 without a 64-bit shift: µs = hi * 32768 + lo / 2
+  static_assert(TIMER_TICKS_PER_US == 2, "the clock assumes 16 MHz (0.5 µs timer ticks)");
+  uint64_t us = (uint64_t)(hi >> 1) << 16;
+  return us + ((uint32_t)(hi & 1) << 15) + (lo >> 1);
 }
 
 ISR(TIMER1_OVF_vect) { overflows++; }

@@ -11,7 +11,12 @@
 void timebase_begin();
 // Current device time in µs since boot. Safe from ISRs and from the main loop.
 uint64_t timebase_now_us();
-static inline uint64_t sample_time_us(uint32_t k) { return ((uint64_t)k + 1) * SAMPLE_PERIOD_US; }
+static inline uint64_t sample_time_us(uint32_t k) {
+  // 32x32 -> 64-bit product without avr-gcc's slow generic 64-bit multiply
+  uint32_t n = k + 1;
+  uint64_t hi = (uint64_t)((n >> 16) * SAMPLE_PERIOD_US) << 16;
+  return hi + (uint32_t)((n & 0xFFFF) * SAMPLE_PERIOD_US);
+}
 
 // Provided by the sketch, called from the compare-A ISR with sample index k (interrupts off).
 void on_sample_tick(uint32_t k);

@@ -126,20 +126,13 @@ static void flush_out(int block) {
 	}
 }
 
-static void pump_uart(avr_irq_t *in_irq) {
+static void pump_uart(void) {
 	if (pty_master >= 0 && in_len < INBUF_BYTES) {
 		size_t tail = (in_head + in_len) % INBUF_BYTES;
 		size_t room = INBUF_BYTES - in_len;
 		if (tail + room > INBUF_BYTES) room = INBUF_BYTES - tail;
 		ssize_t n = read(pty_master, inbuf + tail, room);
 		if (n > 0) in_len += (size_t)n;
-	}
-	while (in_len && uart_xon) {
-		uint8_t b = inbuf[in_head];
-		in_head = (in_head + 1) % INBUF_BYTES;
-		in_len--;
-		fprintf(logf, "R %llu %02x\n", (unsigned long long)avr->cycle, b);
-		avr_raise_irq(in_irq, b);
 	}
 	if (pty_master >= 0 && out_len) {
 		if (pty_drop) {
@@ -149,6 +142,44 @@ static void pump_uart(avr_irq_t *in_irq) {
 			flush_out(out_len > OUTBUF_BYTES - 4096);
 		}
 	}
+}
+
+/* simavr 1.6 times a UART byte as if U2X were off and a parity bit were sent, i.e. 2.2x too slow
+ * for 8N1 at 1 Mbaud with U2X. Recompute the byte time from the registers the sketch wrote, as
+ * the real USART does, so throughput is judged against the real wire speed. */
+static avr_uart_t *uart0;
+static uint64_t next_rx_cycle;
+
+static avr_uart_t *find_uart0(void) {
+	for (avr_io_t *io = avr->io_port; io; io = io->next)
+		if (io->kind && !strcmp(io->kind, "uart") && ((avr_uart_t *)io)->name == '0')
+			return (avr_uart_t *)io;
+	return NULL;
+}
+
+static avr_cycle_count_t uart_cycles_per_byte(void) {
+	uint16_t ubrr = avr_regbit_get(avr, uart0->ubrrl) | (avr_regbit_get(avr, uart0->ubrrh) << 8);
+	avr_cycle_count_t per_bit = (avr_regbit_get(avr, uart0->u2x) ? 8 : 16) * (ubrr + 1);
+	uint8_t ucsrc = avr->data[uart0->r_ucsrc];
+	int data_bits = 5 + ((ucsrc >> 1) & 3) + (avr_regbit_get(avr, uart0->ucsz2) ? 4 : 0);
+	if (data_bits > 9) data_bits = 9;
+	int parity = (ucsrc >> 4) & 3 ? 1 : 0;
+	int stop = (ucsrc >> 3) & 1 ? 2 : 1;
+	return per_bit * (avr_cycle_count_t)(1 + data_bits + parity + stop);
+}
+
+/* One byte into the receiver per byte time, once the sketch has enabled it: the simulated
+ * receive FIFO then never overflows and the board sees the real wire pacing. */
+static void feed_uart(avr_irq_t *in_irq) {
+	if (!uart0 || !avr_regbit_get(avr, uart0->rxen) || !uart_xon) return;
+	avr_cycle_count_t per_byte = uart_cycles_per_byte();
+	if (uart0->cycles_per_byte != per_byte) uart0->cycles_per_byte = per_byte;
+	uint8_t b = inbuf[in_head];
+	in_head = (in_head + 1) % INBUF_BYTES;
+	in_len--;
+	fprintf(logf, "R %llu %02x\n", (unsigned long long)avr->cycle, b);
+	avr_raise_irq(in_irq, b);
+	next_rx_cycle = avr->cycle + per_byte + 1;
 }
 
 /* ------------------------------------------------------------------ pins */
@@ -303,9 +334,24 @@ static char stdin_buf[1 << 20];
 static size_t stdin_len;
 static int stdin_open = 1;
 
-/* Read whatever stdin has (blocking only if block), and act on complete lines. */
+/* Act on the complete lines buffered from stdin; in stepped mode stop after a "run" so the
+ * lines after it wait until that run is over. */
+static void process_lines(void) {
+	char *start = stdin_buf, *nl;
+	while (!(stepped && running) && !want_quit &&
+	       (nl = memchr(start, '\n', stdin_len - (size_t)(start - stdin_buf)))) {
+		*nl = 0;
+		handle_line(start, "stdin");
+		start = nl + 1;
+	}
+	stdin_len -= (size_t)(start - stdin_buf);
+	memmove(stdin_buf, start, stdin_len);
+}
+
+/* Read whatever stdin has (blocking up to 200 ms if block), and act on complete lines. */
 static void read_stdin(int block) {
-	if (!stdin_open) return;
+	process_lines();
+	if (!stdin_open || (stepped && running) || memchr(stdin_buf, '\n', stdin_len)) return;
 	struct pollfd p = {.fd = 0, .events = POLLIN};
 	if (poll(&p, 1, block ? 200 : 0) <= 0) return;
 	ssize_t n = read(0, stdin_buf + stdin_len, sizeof stdin_buf - 1 - stdin_len);
@@ -315,15 +361,9 @@ static void read_stdin(int block) {
 		return;
 	}
 	stdin_len += (size_t)n;
-	char *start = stdin_buf, *nl;
-	while ((nl = memchr(start, '\n', stdin_len - (size_t)(start - stdin_buf)))) {
-		*nl = 0;
-		handle_line(start, "stdin");
-		start = nl + 1;
-	}
-	stdin_len -= (size_t)(start - stdin_buf);
-	memmove(stdin_buf, start, stdin_len);
-	if (stdin_len == sizeof stdin_buf - 1) die("stdin line too long");
+	if (stdin_len == sizeof stdin_buf - 1 && !memchr(stdin_buf, '\n', stdin_len))
+		die("stdin line too long");
+	process_lines();
 }
 
 static void load_script(const char *path) {
@@ -434,6 +474,8 @@ int main(int argc, char **argv) {
 	avr_irq_register_notify(avr_io_getirq(avr, AVR_IOCTL_UART_GETIRQ('0'), UART_IRQ_OUT_XOFF),
 	                        uart_xoff_cb, NULL);
 	for (int i = 0; i < n_watch; i++) watch_spec(watch[i]);
+	uart0 = find_uart0();
+	if (!uart0) die("this MCU has no UART0");
 
 	if (use_pty) {
 		char name[256];
@@ -461,6 +503,7 @@ int main(int argc, char **argv) {
 	uint64_t max_cycles = max_us > 0 ? us_to_cycles(max_us) : UINT64_MAX;
 	uint64_t next_pump = 0;
 	uint16_t min_sp = 0xffff;
+	uint64_t awake_cycles = 0, n_steps = 0;
 	double wall0 = now_s();
 	const char *reason = "quit";
 	int state = cpu_Running;
@@ -471,7 +514,7 @@ int main(int argc, char **argv) {
 		if (stepped && running && avr->cycle >= run_target) {
 			running = 0;
 			run_queue();
-			pump_uart(uart_in);
+			pump_uart();
 			flush_out(1);
 			fflush(logf);
 			printf("ok %llu\n", (unsigned long long)avr->cycle);
@@ -480,13 +523,16 @@ int main(int argc, char **argv) {
 		if (stepped && !running) {
 			read_stdin(1);
 			run_queue(); /* sync and immediate commands while paused */
-			pump_uart(uart_in);
+			pump_uart();
 			continue;
 		}
 		if (queue_next < queue_len && queue[queue_next].cycle <= avr->cycle) run_queue();
 		if (avr->cycle >= next_pump) {
 			next_pump = avr->cycle + PUMP_CYCLES;
-			pump_uart(uart_in);
+			/* the TX side: keep simavr's byte time right even before any input arrives */
+			if (uart0->cycles_per_byte != uart_cycles_per_byte() && avr_regbit_get(avr, uart0->txen))
+				uart0->cycles_per_byte = uart_cycles_per_byte();
+			pump_uart();
 			if (!stepped) read_stdin(0);
 			if (realtime) {
 				double ahead = (double)avr->cycle / avr->frequency - (now_s() - wall0);
@@ -496,7 +542,12 @@ int main(int argc, char **argv) {
 				}
 			}
 		}
+		if (in_len && avr->cycle >= next_rx_cycle) feed_uart(uart_in);
+		uint64_t before = avr->cycle;
+		int was_sleeping = avr->state == cpu_Sleeping;
 		state = avr_run(avr);
+		if (!was_sleeping) awake_cycles += avr->cycle - before;
+		n_steps++;
 		/* lowest stack pointer seen: the stack margin check needs it (an Uno has 2 KB of RAM) */
 		uint16_t sp = avr->data[0x5d] | (avr->data[0x5e] << 8);
 		if (sp < min_sp && avr->cycle > 1000) min_sp = sp;
@@ -506,6 +557,7 @@ int main(int argc, char **argv) {
 		}
 	}
 	if (pty_master >= 0 && !stop_requested) flush_out(0);
+	fprintf(logf, "# awake_cycles=%llu steps=%llu\n", (unsigned long long)awake_cycles, (unsigned long long)n_steps);
 	fprintf(logf, "# end reason=%s cycle=%llu dropped=%llu min_sp=%u\n", reason,
 	        (unsigned long long)avr->cycle, (unsigned long long)dropped_bytes, min_sp);
 	fclose(logf);
