@@ -267,16 +267,17 @@ class Rotarod(RotarodAdapter):
         self._stop = threading.Event()
         self._reader: threading.Thread | None = None
         self.last_heartbeat: Heartbeat | None = None
+        self.link_error: str | None = None
 
     # ------------------------------------------------------------------ reader thread
     def _read_loop(self) -> None:
         while not self._stop.is_set():
             try:
                 data = self.transport.read(0.05)
-            except OSError:
-                if self._stop.is_set():
-                    return
-                raise
+            except (OSError, RigError) as e:  # RigError: the transport's TransportClosed
+                if not self._stop.is_set():
+                    self.link_error = f"{self.where}: link lost: {e}"
+                return
             if not data:
                 continue
             if self.on_raw is not None:
@@ -324,6 +325,8 @@ class Rotarod(RotarodAdapter):
 
     # ------------------------------------------------------------------ API
     def open(self) -> Hello:
+        if not getattr(self.transport, "is_open", True):
+            self.transport.open()  # type: ignore[attr-defined]
         self._stop.clear()
         self._reader = threading.Thread(target=self._read_loop, name="rotarod-reader", daemon=True)
         self._reader.start()

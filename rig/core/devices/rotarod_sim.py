@@ -1,0 +1,222 @@
+"""A simulated rotarod that speaks the real byte protocol (docs/rotarod.md) in virtual time.
+
+``SimRotarodTransport`` is a ``ByteTransport``: the ``Rotarod`` driver writes commands to it and
+reads COBS-framed packets from it exactly as from the firmware. The rod turns on a virtual
+clock: with ``time_scale=None`` a 300 s ramp is simulated as fast as the reader reads (for
+headless cohorts and tests); with ``time_scale=1.0`` it keeps pace with the wall clock.
+Falls and passive rotations come from whoever drives the lanes (the simulated mice of
+``tasks.rotarod``, via the runner): :meth:`schedule_lane`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+
+from rig.core.devices.rotarod import (
+    ROTAROD_FIRMWARE_NAME,
+    ROTAROD_FIRMWARE_VERSION,
+    ROTAROD_HOST_TO_BOARD,
+    LaneFall,
+    PassiveRotation,
+    RodConfig,
+    RodSpeed,
+    RodStarted,
+    RodStopped,
+    StartRamp,
+    StopRod,
+)
+from rig.core.protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    ErrorCode,
+    GetHello,
+    Hello,
+    Message,
+    Nak,
+    Packet,
+    PacketEncoder,
+    ResetSafe,
+    StreamDecoder,
+)
+
+REPORT_PERIOD_US = 50_000  # 20 Hz, as the firmware
+
+
+class SimRotarodTransport:
+    """Byte-level simulated rotarod.
+
+    Parameters
+    ----------
+    steps_per_rev : int
+        Steps per revolution; step counts are ``floor`` of the exact ramp angle, as the firmware's.
+    time_scale : float or None
+        ``None``: virtual time runs as fast as packets are read; ``1.0``: real time.
+    """
+
+    def __init__(self, steps_per_rev: int = 3200, time_scale: float | None = None) -> None:
+        self.spr = steps_per_rev
+        self.time_scale = time_scale
+        self._dec = StreamDecoder(ROTAROD_HOST_TO_BOARD, resync_types=frozenset())
+        self._enc = PacketEncoder()
+        self._out: deque[bytes] = deque()
+        self._cv = threading.Condition()
+        self._closed = False
+        self.now_us = 1_000  # virtual device clock
+        self._wall0 = time.monotonic()
+        self._ramp: StartRamp | None = None
+        self._t0_us = 0
+        self._next_report_us = 0
+        self._pending: list[tuple[int, int, str]] = []  # (t_rel_us, lane, "fall"|"passive")
+        self._scheduled: list[tuple[int, int, str]] = []
+        self.config = RodConfig(steps_per_rev, 5, 500, 0x1F, 0, 0x1F)
+        with self._cv:
+            self._send(self._hello())  # spontaneous HELLO, as the firmware after reset
+
+    # ------------------------------------------------------------------ lanes
+    def schedule_lane(self, lane: int, t_rel_s: float, kind: str = "fall") -> None:
+        """Trip ``lane``'s sensor ``t_rel_s`` after the next ramp start (kind: fall/passive)."""
+        if kind not in ("fall", "passive"):
+            raise ValueError(f"kind must be 'fall' or 'passive', got {kind!r}")
+        with self._cv:
+            self._pending.append((round(t_rel_s * 1e6), lane, kind))
+
+    @property
+    def virtual_time(self) -> bool:
+        return self.time_scale is None
+
+    def advance(self, seconds: float) -> None:
+        """Let virtual time pass with the rod idle (inter-trial intervals of a fast simulation)."""
+        with self._cv:
+            self.now_us += round(seconds * 1e6)
+
+    # ------------------------------------------------------------------ model
+    def _hello(self) -> Hello:
+        major, minor, patch = ROTAROD_FIRMWARE_VERSION
+        return Hello(
+            PROTOCOL_VERSION, major, minor, patch, 1, 1, 0, 0, 0, 10, 0, 0, 0, 0, 50, 128, 0,
+            ROTAROD_FIRMWARE_NAME,
+        )  # fmt: skip
+
+    def _send(self, msg: Message) -> None:
+        self._out.append(self._enc.encode(msg)[1])
+        self._cv.notify_all()
+
+    def _revs(self, t_us: int) -> float:
+        r = self._ramp
+        assert r is not None
+        t = min(max(t_us - self._t0_us, 0), r.max_ms * 1000) / 1e6
+        ramp_s, r0, r1 = r.ramp_ms / 1000, r.start_mrpm / 1000, r.end_mrpm / 1000
+        tr = min(t, ramp_s)
+        revs = (r0 * tr + 0.5 * (r1 - r0) / ramp_s * tr * tr) / 60
+        return revs + max(t - ramp_s, 0) * r1 / 60
+
+    def _steps(self, t_us: int) -> int:
+        return math.floor(self._revs(t_us) * self.spr + 1e-9)
+
+    def _nominal_mrpm(self, t_us: int) -> int:
+        r = self._ramp
+        assert r is not None
+        t_ms = (t_us - self._t0_us) / 1000
+        if t_ms >= r.ramp_ms:
+            return r.end_mrpm
+        return round(r.start_mrpm + (r.end_mrpm - r.start_mrpm) * t_ms / r.ramp_ms)
+
+    def _measured_mrpm(self, t_us: int) -> int:
+        t_from = max(self._t0_us, t_us - 250_000)
+        if t_us <= t_from:
+            return 0
+        d = self._steps(t_us) - self._steps(t_from)
+        return round(d / self.spr * 60e9 / (t_us - t_from))
+
+    def _advance_ramp(self, until_us: int) -> None:
+        """Emit everything the rod does up to ``until_us`` (called with the lock held)."""
+        r = self._ramp
+        while r is not None and self.now_us < until_us:
+            end_us = self._t0_us + r.max_ms * 1000
+            step_to = min(until_us, self._next_report_us, end_us)
+            for t_rel, lane, kind in sorted(self._scheduled):
+                t = self._t0_us + t_rel
+                if self.now_us < t <= step_to:
+                    cls = LaneFall if kind == "fall" else PassiveRotation
+                    self._send(
+                        cls(t, lane, self._steps(t), self._measured_mrpm(t), self._nominal_mrpm(t))
+                    )
+            self.now_us = step_to
+            if self.now_us >= end_us:
+                self._send(RodStopped(self.now_us, self._steps(self.now_us), 0))
+                self._ramp = r = None
+            elif self.now_us >= self._next_report_us:
+                t = self.now_us
+                self._send(
+                    RodSpeed(t, self._steps(t), self._measured_mrpm(t), self._nominal_mrpm(t))
+                )
+                self._next_report_us += REPORT_PERIOD_US
+
+    def _handle(self, seq: int, msg: Message) -> None:
+        if isinstance(msg, GetHello):
+            if msg.protocol_version != PROTOCOL_VERSION:
+                self._send(Nak(seq, msg.TYPE, ErrorCode.VERSION, PROTOCOL_VERSION))
+                return
+            self._send(self._hello())
+        elif isinstance(msg, RodConfig):
+            if self._ramp is not None:
+                self._send(Nak(seq, msg.TYPE, ErrorCode.BUSY, 0))
+                return
+            self.config = msg
+            self.spr = msg.steps_per_rev
+        elif isinstance(msg, StartRamp):
+            if self._ramp is not None:
+                self._send(Nak(seq, msg.TYPE, ErrorCode.BUSY, 0))
+                return
+            if msg.end_mrpm < msg.start_mrpm or msg.ramp_ms == 0 or msg.max_ms == 0:
+                self._send(Nak(seq, msg.TYPE, ErrorCode.BAD_VALUE, 4))
+                return
+            self._ramp = msg
+            self._t0_us = self.now_us
+            self._next_report_us = self._t0_us + REPORT_PERIOD_US
+            self._scheduled, self._pending = self._pending, []
+            self._send(Ack(seq, msg.TYPE))
+            self._send(
+                RodStarted(self._t0_us, msg.start_mrpm, msg.end_mrpm, msg.ramp_ms, msg.max_ms)
+            )
+            return
+        elif isinstance(msg, StopRod | ResetSafe) and self._ramp is not None:
+            self._send(RodStopped(self.now_us, self._steps(self.now_us), 1))
+            self._ramp = None
+        self._send(Ack(seq, msg.TYPE))
+
+    # ------------------------------------------------------------------ ByteTransport
+    def write(self, data: bytes) -> None:
+        with self._cv:
+            if self.time_scale is not None:
+                self._advance_ramp(self._wall_us())
+            for item in self._dec.feed(data):
+                if isinstance(item, Packet):
+                    self._handle(item.seq, item.msg)
+                else:
+                    self._send(Nak(item.seq, item.ptype, ErrorCode.UNKNOWN_TYPE, 0))
+
+    def _wall_us(self) -> int:
+        assert self.time_scale is not None
+        return 1_000 + round((time.monotonic() - self._wall0) * 1e6 * self.time_scale)
+
+    def read(self, timeout_s: float) -> bytes:
+        with self._cv:
+            if not self._out:
+                if self._ramp is not None and self.time_scale is None:
+                    self._advance_ramp(self.now_us + REPORT_PERIOD_US)
+                elif self._ramp is not None:
+                    self._advance_ramp(self._wall_us())
+            if not self._out and not self._closed:
+                self._cv.wait(timeout_s)
+            out = b"".join(self._out)
+            self._out.clear()
+            return out
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
