@@ -198,6 +198,21 @@ def test_disconnect_then_reconnect_carries_on(rig: Rig) -> None:
     assert rig.driver.reconnects == 1 and rig.driver.connected
 
 
+def test_other_firmware_after_reconnect_blocks_commands(rig: Rig) -> None:
+    logs = Collector()
+    rig.signals.log.connect(logs)
+    rig.link.call_soon(
+        lambda: setattr(rig.board, "hello", dataclasses.replace(rig.board.hello, name="other"))
+    )
+    rig.link.disconnect()
+    rig.events.wait(lambda it: any(e.name == "link_lost" for e in it))
+    rig.link.reconnect()
+    logs.wait(lambda it: any("after reconnect" in m and "'other'" in m for _, m in it))
+    with pytest.raises(FirmwareMismatch, match="make -C firmware upload"):
+        rig.driver.open_valve(5)
+    assert not rig.board.engine.valve_on
+
+
 def test_raw_bytes_replay_through_the_same_parser(rig: Rig) -> None:
     rig.driver.load_trial(hold_task(hold_ms=10, valve_ms=5))
     rig.driver.start_trial(1)

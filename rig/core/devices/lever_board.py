@@ -243,6 +243,8 @@ class LeverBoard:
 
     def send_command(self, msg: Message) -> _Waiter:
         """Send without waiting; ``wait_reply`` collects the ACK/NAK (for pipelining)."""
+        if self.mismatch is not None and not isinstance(msg, P.GetHello):
+            raise FirmwareMismatch(self.mismatch)  # e.g. another board plugged in on reconnect
         w = _Waiter()
         with self._wlock:
             seq, wire = self._encoder.encode(msg)
@@ -357,7 +359,7 @@ class LeverBoard:
         try:
             self.command(P.ResetSafe())
             return True
-        except (CommandError, TransportClosed) as e:
+        except RigError as e:  # refused, no reply, link gone, or firmware we do not speak to
             self._log(logging.ERROR, f"{self.name}: safe_state failed: {e}")
             return False
 
