@@ -234,3 +234,37 @@ def test_raw_bytes_replay_through_the_same_parser(rig: Rig) -> None:
     dec = StreamDecoder(BOARD_TO_HOST)
     pk = [p for _, b in chunks for p in dec.feed(b) if isinstance(p, Packet)]
     assert sum(1 for p in pk if isinstance(p.msg, P.EventMsg)) == len(live)
+
+
+def test_serial_transport_round_trip_on_pyserial_loop() -> None:
+    from rig.core.protocol import PacketEncoder
+    from rig.core.transport import SerialTransport, TransportClosed
+
+    tr = SerialTransport("loop://")
+    tr.open()
+    wire = PacketEncoder().encode(P.Ack(1, 2))[1]
+    tr.write(wire)
+    got = b""
+    for _ in range(10):  # the loop port answers at once; a few reads at most
+        got += tr.read(0.2)
+        if got.endswith(b"\x00"):
+            break
+    assert got == wire and tr.read(0.01) == b""
+    tr.close()
+    with pytest.raises(TransportClosed):
+        tr.read(0.01)
+    with pytest.raises(TransportClosed, match="cannot open serial port /nonexistent"):
+        SerialTransport("/nonexistent/ttyACM9").open()
+
+
+def test_replay_transport_has_the_recorded_clock() -> None:
+    rec = [(1_000, b"ab"), (5_000, b"c")]
+    tr = ReplayTransport(rec)
+    tr.open()
+    assert (tr.read(), tr.now_ns()) == (b"ab", 1_000)
+    assert (tr.read(), tr.now_ns()) == (b"c", 5_000)
+    from rig.core.transport import TransportClosed
+
+    with pytest.raises(TransportClosed, match="end of recording"):
+        tr.read()
+    assert tr.exhausted

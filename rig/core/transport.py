@@ -124,7 +124,13 @@ class SerialTransport(Transport):
                 r, _, _ = select.select([fd], [], [], timeout_s)
                 if not r:
                     return b""
-            data = ser.read(65536)  # type: ignore[attr-defined]
+                data = ser.read(65536)  # type: ignore[attr-defined]
+            else:  # URL ports without a file descriptor (loop://, socket://)
+                ser.timeout = timeout_s  # type: ignore[attr-defined]
+                data = ser.read(1)  # type: ignore[attr-defined]
+                if data:
+                    data += ser.read(ser.in_waiting)  # type: ignore[attr-defined]
+                return bytes(data)
         except (serial.SerialException, OSError, TypeError, ValueError) as e:
             # TypeError/ValueError: pyserial internals when the fd was closed under it
             raise TransportClosed(f"{self.port}: {e}") from None
