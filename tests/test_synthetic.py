@@ -32,6 +32,19 @@ def test_deterministic_given_seed() -> None:
     assert not np.array_equal(a.frames, c.frames)
 
 
+def test_frames_do_not_depend_on_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    import acquisition.sources.synthetic as synthetic
+
+    monkeypatch.setattr(synthetic.os, "cpu_count", lambda: 1)
+    one = make_movie(40, 48, 2, seed=21)  # 40 frames: several chunks
+    monkeypatch.setattr(synthetic.os, "cpu_count", lambda: 4)
+    four = make_movie(40, 48, 2, seed=21)
+    assert np.array_equal(one.frames, four.frames)
+    # Chunks get different noise (no repeated noise pattern that registration could lock onto).
+    d = one.frames.astype(float) - make_movie(40, 48, 2, seed=21, noise=False).frames
+    assert not np.allclose(d[0], d[16], atol=5)
+
+
 def test_shapes_and_dtypes() -> None:
     m = make_movie(12, 64, 5, frame_rate_hz=15.0, seed=1)
     assert m.frames.shape == (12, 64, 64) and m.frames.dtype == np.uint16
