@@ -259,3 +259,28 @@ def test_matlab_function_and_docs_describe_the_same_layout() -> None:
              "uint32([ny nx 0])", "uint64(numel(payload))"]  # fmt: skip
     pos = [m_file.index(s, m_file.index("hdr = [")) for s in order]
     assert pos == sorted(pos)
+
+
+def test_sender_reports_receiver_going_away() -> None:
+    with socket.socket() as lst:
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        port = lst.getsockname()[1]
+        big = [(i, i / 30, np.zeros((512, 512), np.int16)) for i in range(200)]
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                send_frames(big, port=port)
+            except BaseException as exc:
+                errors.append(exc)
+
+        th = threading.Thread(target=run)
+        th.start()
+        conn, _ = lst.accept()
+        conn.recv(1000)
+        conn.close()  # the rig goes away mid-stream
+        th.join(timeout=10)
+    assert not th.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], StreamError)
+    assert "closed the connection after" in str(errors[0])

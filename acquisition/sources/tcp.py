@@ -376,7 +376,13 @@ def send_frames(
             arr = np.ascontiguousarray(frame)
             if arr.dtype.byteorder == ">":
                 arr = arr.astype(arr.dtype.newbyteorder("<"))
-            sock.sendall(encode_header(first_frame_number + index, t_s, arr, channel))
-            sock.sendall(arr.data.cast("B"))
+            try:
+                sock.sendall(encode_header(first_frame_number + index, t_s, arr, channel))
+                sock.sendall(arr.data.cast("B"))
+            except OSError as exc:
+                raise StreamError(
+                    f"receiver {host}:{port} closed the connection after {sent} frames "
+                    f"(at frame number {first_frame_number + index}): {exc}"
+                ) from exc
             sent += 1
     return sent
