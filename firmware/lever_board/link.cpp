@@ -22,7 +22,7 @@ static uint8_t rx_expected_seq;
 #define RX_VECT USART_RX_vect
 #define UDRE_VECT USART_UDRE_vect
 #endif
-#define RX_RING 32  // powers of two
+#define RX_RING 64  // powers of two; 64 B = 640 µs of input at 1 Mbaud between main-loop polls
 #define TX_RING 64
 static uint8_t rx_ring[RX_RING], tx_ring[TX_RING];
 static volatile uint8_t rx_head, rx_tail, tx_head, tx_tail;
