@@ -209,6 +209,18 @@ def test_synthetic_source_yields_every_frame() -> None:
     assert all(np.array_equal(f, m.frames[i]) for i, _, f in got)
 
 
+def test_streamed_source_equals_full_render_and_truth_matches() -> None:
+    kwargs = dict(size_px=48, n_cells=3, max_shift_px=4.0, line_phase_px=0.7, seed=17)
+    full = make_movie(37, **kwargs)  # type: ignore[arg-type]
+    src = SyntheticSource.generate(37, stream=True, **kwargs)
+    assert src.truth.frames.shape == (0, 48, 48) and src.n_frames == 37
+    got = list(src)
+    assert [i for i, _, _ in got] == list(range(37))
+    np.testing.assert_array_equal(np.stack([f for _, _, f in got]), full.frames)
+    np.testing.assert_array_equal(src.truth.shifts_px, full.shifts_px)
+    np.testing.assert_array_equal(src.truth.dff_true, full.dff_true)
+
+
 def test_paced_source_runs_at_the_frame_rate_and_stops_on_close() -> None:
     src = SyntheticSource.generate(12, paced=True, size_px=32, n_cells=1, frame_rate_hz=100.0)
     t0 = time.monotonic()
@@ -243,7 +255,8 @@ def test_open_source_builds_each_kind_from_config(tmp_path) -> None:
         {"source": {"kind": "synthetic", "size_px": 32, "n_cells": 1, "frame_rate_hz": 2.0}}
     )
     src = open_source(syn.source)
-    assert isinstance(src, SyntheticSource) and src.n_frames == 120 and src.shape == (32, 32)
+    assert isinstance(src, SyntheticSource) and src.n_frames == 1200 and src.shape == (32, 32)
+    assert src.truth.frames.shape[0] == 0  # rendered while played
     path = write_scanimage_tiff(tmp_path / "a.tif", np.zeros((3, 8, 8), np.int16))
     tif = ImagingConfig.model_validate({"source": {"kind": "tiff", "path": str(path)}})
     t = open_source(tif.source, paced=False)

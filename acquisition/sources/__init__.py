@@ -40,11 +40,9 @@ def open_source(cfg: ImagingSource, *, paced: bool | None = None) -> FrameSource
     if cfg.kind == "synthetic":
         from acquisition.sources.synthetic import SyntheticSource
 
-        # A finite demo movie: 60 s at the configured rate, at most 128 MiB of frames (the whole
-        # movie is rendered up front).
-        n_frames = max(1, min(round(60 * cfg.frame_rate_hz), (128 << 20) // (2 * cfg.size_px**2)))
+        # Ten minutes, rendered as it is played so memory stays bounded.
         return SyntheticSource.generate(
-            n_frames, paced=bool(paced),
+            max(1, round(600 * cfg.frame_rate_hz)), paced=bool(paced), stream=True,
             size_px=cfg.size_px, n_cells=cfg.n_cells, frame_rate_hz=cfg.frame_rate_hz,
             max_shift_px=cfg.max_shift_px, seed=cfg.seed,
         )  # fmt: skip

@@ -99,6 +99,9 @@ class SyntheticMovie:
         Count conversion: ``counts = dark_counts + gain_counts_per_photon * photons``.
     seed : int
         The seed it was made with.
+    lazy_frames : _LazyFrames or None
+        With ``make_movie(..., render_frames=False)``, ``frames`` is empty and this renders
+        them a chunk at a time, identical to the full render (same per-chunk seeds).
     """
 
     frames: np.ndarray
@@ -122,10 +125,15 @@ class SyntheticMovie:
     dark_counts: float = 0.0
     gain_counts_per_photon: float = 1.0
     seed: int = 0
+    lazy_frames: _LazyFrames | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_cells(self) -> int:
         return int(self.f_true.shape[1])
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.t_frame_s)
 
     def save_truth(self, path: str | Path) -> Path:
         """Write every field except ``frames`` to an ``.npz`` (the frames go to a TIFF).
@@ -135,7 +143,7 @@ class SyntheticMovie:
         path = Path(path)
         arrays: dict[str, np.ndarray] = {}
         for name, value in vars(self).items():
-            if name == "frames" or value is None:
+            if name in ("frames", "lazy_frames") or value is None:
                 continue
             arrays[name] = np.asarray(value)
         np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
@@ -175,6 +183,7 @@ def make_movie(
     dark_counts: float = 100.0,
     bleach_tau_s: float = 1200.0,
     exact_poisson: bool = False,
+    render_frames: bool = True,
 ) -> SyntheticMovie:
     """Render a synthetic two-photon movie with its ground truth.
 
@@ -217,6 +226,8 @@ def make_movie(
         Exponential bleaching time constant.
     exact_poisson : bool
         Draw exact Poisson noise (about 5x slower).
+    render_frames : bool
+        False leaves ``frames`` empty and sets ``lazy_frames`` (bounded memory for long movies).
 
     Returns
     -------
@@ -276,8 +287,6 @@ def make_movie(
             ]
         ).astype(np.float32)
 
-    # Render in chunks, each with its own child seed so the result does not depend on threads.
-    frames = np.empty((T, size_px, size_px), np.uint16)
     foot_t = foot.T.tocsr()
     np_flat = neuropil_img.ravel().astype(np.float32)
     crop = np.s_[pad : pad + size_px, pad : pad + size_px]
@@ -288,17 +297,18 @@ def make_movie(
         noise=noise, exact_poisson=exact_poisson, dark_counts=dark_counts,
         gain=gain_counts_per_photon,
     )  # fmt: skip
-    starts = range(0, T, _CHUNK_FRAMES)
-    seeds = np.random.SeedSequence([seed, 0x5E17]).spawn(len(starts))
+    lazy = _LazyFrames(renderer, T, seed)
+    if render_frames:
+        frames = np.empty((T, size_px, size_px), np.uint16)
 
-    def render(k: int) -> None:
-        t0 = starts[k]
-        t1 = min(t0 + _CHUNK_FRAMES, T)
-        frames[t0:t1] = renderer.render(t0, t1, np.random.default_rng(seeds[k]))
+        def render(k: int) -> None:
+            frames[k * _CHUNK_FRAMES : (k + 1) * _CHUNK_FRAMES] = lazy.chunk(k)
 
-    # numpy's FFT, RNG and ufuncs release the GIL, so threads use every core.
-    with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 8)) as pool:
-        list(pool.map(render, range(len(starts))))
+        # numpy's FFT, RNG and ufuncs release the GIL, so threads use every core.
+        with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 8)) as pool:
+            list(pool.map(render, range(lazy.n_chunks)))
+    else:
+        frames = np.empty((0, size_px, size_px), np.uint16)
 
     # Noise-free, motion-free mean image in counts.
     mean_phot = np.asarray(foot.T @ f.mean(axis=0)).ravel() + np_flat * float(
@@ -330,6 +340,7 @@ def make_movie(
         dark_counts=float(dark_counts),
         gain_counts_per_photon=float(gain_counts_per_photon),
         seed=int(seed),
+        lazy_frames=None if render_frames else lazy,
     )
 
 
@@ -404,6 +415,22 @@ class _Renderer:
         return np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
 
 
+class _LazyFrames:
+    """Chunk ``k`` (frames ``16k .. 16k + 15``) rendered on demand with its own child seed."""
+
+    def __init__(self, renderer: _Renderer, n_frames: int, seed: int) -> None:
+        self.renderer = renderer
+        self.n_frames = n_frames
+        self.n_chunks = -(-n_frames // _CHUNK_FRAMES)
+        # Each chunk its own seed: frames do not depend on thread count or render order.
+        self.seeds = np.random.SeedSequence([seed, 0x5E17]).spawn(self.n_chunks)
+
+    def chunk(self, k: int) -> np.ndarray:
+        t0 = k * _CHUNK_FRAMES
+        t1 = min(t0 + _CHUNK_FRAMES, self.n_frames)
+        return self.renderer.render(t0, t1, np.random.default_rng(self.seeds[k]))
+
+
 # ---------------------------------------------------------------------------- source
 class SyntheticSource(FrameSource):
     """A :class:`FrameSource` over a :class:`SyntheticMovie` (made here or passed in).
@@ -411,7 +438,8 @@ class SyntheticSource(FrameSource):
     Parameters
     ----------
     movie : SyntheticMovie
-        The movie to play; ``truth`` gives it back.
+        The movie to play; ``truth`` gives it back. A movie made with ``render_frames=False``
+        is rendered 16 frames at a time as it is played (bounded memory).
     paced : bool
         Deliver at ``frame_rate_hz``.
     """
@@ -419,17 +447,34 @@ class SyntheticSource(FrameSource):
     def __init__(self, movie: SyntheticMovie, paced: bool = False) -> None:
         super().__init__(paced=paced)
         self.truth = movie
-        self.shape = (int(movie.frames.shape[1]), int(movie.frames.shape[2]))
-        self.dtype = movie.frames.dtype
+        self.shape = (int(movie.reference.shape[0]), int(movie.reference.shape[1]))
+        self.dtype = np.dtype(np.uint16)
         self.frame_rate_hz = movie.frame_rate_hz
-        self.n_frames = int(movie.frames.shape[0])
+        self.n_frames = movie.n_frames
+        if movie.frames.shape[0] != movie.n_frames and movie.lazy_frames is None:
+            raise ValueError("movie has neither all its frames nor a lazy renderer")
 
     @classmethod
-    def generate(cls, n_frames: int, paced: bool = False, **kwargs: object) -> SyntheticSource:
-        """Make a movie with :func:`make_movie` (``kwargs`` passed through) and wrap it."""
-        return cls(make_movie(n_frames, **kwargs), paced=paced)  # type: ignore[arg-type]
+    def generate(
+        cls, n_frames: int, paced: bool = False, stream: bool = False, **kwargs: object
+    ) -> SyntheticSource:
+        """Make a movie with :func:`make_movie` (``kwargs`` passed through) and wrap it.
+
+        ``stream=True`` renders frames as they are played instead of all up front.
+        """
+        movie = make_movie(n_frames, render_frames=not stream, **kwargs)  # type: ignore[arg-type]
+        return cls(movie, paced=paced)
 
     def _frames(self) -> Iterator[FrameTuple]:
-        fs = self.truth.frame_rate_hz
-        for i in range(self.truth.frames.shape[0]):
-            yield i, i / fs, self.truth.frames[i]
+        m = self.truth
+        fs = m.frame_rate_hz
+        if m.frames.shape[0] == m.n_frames:
+            for i in range(m.n_frames):
+                yield i, i / fs, m.frames[i]
+            return
+        assert m.lazy_frames is not None
+        i = 0
+        for k in range(m.lazy_frames.n_chunks):
+            for frame in m.lazy_frames.chunk(k):
+                yield i, i / fs, frame
+                i += 1
