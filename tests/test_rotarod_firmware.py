@@ -62,6 +62,7 @@ def run_ramp(tmp_path: Path, ramp_s: float, script: list[tuple[float, str]]) -> 
         sim.write(enc.encode(RodConfig(SPR, 5, 500, 0x1F, 0x1F, 0x1F))[1])
         sim.run_us(20_000)
         ramp_ms = round(ramp_s * 1000)
+        sim.write(enc.encode(StartRamp(40000, 4000, ramp_ms, ramp_ms))[1])  # refused: slows down
         sim.write(enc.encode(StartRamp(4000, 40000, ramp_ms, ramp_ms))[1])
         cycle = sim.run_us(20_000)
         sim.wait_bytes(lambda b: any(isinstance(m, RodStarted) for m in decode_all(b)))
@@ -104,7 +105,10 @@ def test_ramp_falls_and_bounce_under_simavr(tmp_path: Path) -> None:
     msgs, t0 = r["msgs"], r["started"].t_us
     hello = next(m for m in msgs if isinstance(m, Hello))
     check_hello(hello, "simavr")
-    assert not any(isinstance(m, Nak) for m in msgs)
+    naks = [m for m in msgs if isinstance(m, Nak)]
+    assert [(n.cmd_type, n.error, n.detail) for n in naks] == [
+        (0x41, 3, 4)
+    ]  # BAD_VALUE at end_mrpm
     assert sum(isinstance(m, Ack) for m in msgs) == 3
 
     # --- ramp: rpm measured from step edges within 1 % of nominal at every second

@@ -196,3 +196,30 @@ def test_cohort_cli_7_days_headless_under_60_s(tmp_path: Path) -> None:
     slope = float(next(ln for ln in lines if "learning slope" in ln).split()[2])
     assert slope > 5
     assert len(list((tmp_path / "cohort1").iterdir())) == 7
+
+
+def test_run_cli_one_day_and_bad_params(tmp_path: Path, sim_config_path: Path) -> None:
+    out = CliRunner().invoke(
+        app,
+        [
+            "rotarod",
+            "run",
+            "--subjects",
+            "m1,m2",
+            "--trials",
+            "2",
+            "--day",
+            "3",
+            "--config",
+            str(sim_config_path),
+            "--data-dir",
+            str(tmp_path),
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("trial ")]
+    assert len(lines) == 4 and "lane 1 m2" in lines[1] and "complete" in out.stdout
+    params = tmp_path / "p.yaml"
+    params.write_text("debounce_ms: 100\n")
+    bad = CliRunner().invoke(app, ["rotarod", "run", "--subjects", "m1", "--params", str(params)])
+    assert bad.exit_code == 2 and "debounce_ms" in bad.output and "p.yaml" in bad.output
