@@ -54,6 +54,39 @@ def export_cmd(
         typer.echo(f"warning: {w}", err=True)
 
 
+def report_cmd(
+    target: Annotated[Path, typer.Argument(help="a session folder or a subject folder")],
+    out: Annotated[
+        Path | None, typer.Option(help="output folder (default: <target>/report)")
+    ] = None,
+) -> None:
+    """HTML report with PNG plots of one session, or of every session of a subject."""
+    from rich.progress import Progress
+
+    from rig.core.errors import RigError
+    from rig.report.session import session_report
+    from rig.report.subject import subject_report
+
+    if not target.is_dir():
+        _fail(f"{target}: no such folder")
+    try:
+        if (target / "session.json").exists():
+            index = session_report(target, out).index
+        else:
+            with Progress(transient=True) as bar:
+                task = bar.add_task("sessions", total=None)
+
+                def step(done: int, total: int, label: str) -> None:
+                    bar.update(task, completed=done, total=total, description=label)
+
+                index = subject_report(target, out, progress=step).index
+    except (RigError, OSError, ValueError) as e:
+        _fail(str(e))
+        return
+    typer.echo(f"report: {index}")
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add this module's commands to the main app and the `rig bench` group."""
     app.command("export")(export_cmd)
+    app.command("report")(report_cmd)
