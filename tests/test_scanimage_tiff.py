@@ -266,3 +266,30 @@ def test_rig_imaging_synth_folder_of_files(tmp_path: Path) -> None:
         assert src.n_frames == 10
     bad = CliRunner().invoke(app, ["imaging", "synth", "--out", "x.tif", "--header", "xml"])
     assert bad.exit_code == 2 and "expected text, json or frameheader" in bad.output
+
+
+def test_slow_stack_with_frames_per_slice(tmp_path: Path) -> None:
+    """Slow stack (no FastZ): per volume, each slice is imaged framesPerSlice times."""
+    n_vol, n_z, n_rep = 2, 2, 3
+    rng = np.random.default_rng(8)
+    data = rng.integers(0, 1000, size=(n_vol, n_z, n_rep, 8, 6)).astype(np.int16)
+    plain = tmp_path / "plain.tif"
+    with tifffile.TiffWriter(plain, bigtiff=True) as tw:
+        number = 0
+        for v in range(n_vol):
+            for z in range(n_z):
+                for r in range(n_rep):
+                    number += 1
+                    desc = frame_header(header_fields(number, (number - 1) / 10.0, False))
+                    tw.write(data[v, z, r], description=desc, metadata=None, contiguous=False)
+    values = si_static_values((8, 6), [1], n_z, 0, 10.0, 100)
+    values.update({"SI.hStackManager.enable": True, "SI.hFastZ.enable": False,
+                   "SI.hStackManager.framesPerSlice": n_rep})  # fmt: skip
+    splice_si_block(plain, tmp_path / "stack.tif", si_text(values), "")
+    with ScanImageTiffSource(tmp_path / "stack.tif", plane=1) as src:
+        assert src.layout.n_repeats == 3 and src.n_frames == n_vol * n_rep
+        got = list(src)
+    expect = data[:, 1].reshape(n_vol * n_rep, 8, 6)
+    np.testing.assert_array_equal(np.stack([f for _, _, f in got]), expect)
+    # Volume 0, slice 1 starts at frame number 4 (t = 0.3 s).
+    assert [t for _, t, _ in got][:3] == pytest.approx([0.3, 0.4, 0.5])
