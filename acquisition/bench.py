@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from acquisition.registration import Registrar, RegistrationOptions
+from acquisition.registration import Registrar, RegistrationOptions, fused
 from acquisition.rois import RoiSet, build_weights, neuropil_pixels, weights_to_xp
 from acquisition.traces import FullPathProcessor, TraceExtractor, TraceOptions
 from acquisition.xp import (
@@ -273,6 +273,17 @@ def run_imaging_bench(
         proc.process_movie(movie[:batch_frames], batch_frames)
         dt = _timed_movie(proc, movie, batch_frames, repeats)
         result["variant_fourier_shift_fps"] = repeats * n_frames / dt
+        result["fused_kernels"] = fused.fused_enabled(xp)
+        if fused.fused_enabled(xp):
+            say("variant: plain CuPy (fused kernels off) ...")
+            fused.set_fused(False)
+            try:
+                proc = fresh()
+                proc.process_movie(movie[:batch_frames], batch_frames)
+                dt = _timed_movie(proc, movie, batch_frames, repeats)
+                result["variant_plain_cupy_fps"] = repeats * n_frames / dt
+            finally:
+                fused.set_fused(True)
         result["gpu_memory"] = gpu_memory(xp)
     if skimage_frames > 0:
         say(f"reference: scikit-image phase_cross_correlation on the CPU ({skimage_frames} frames)")
@@ -363,6 +374,11 @@ def format_table(res: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(
             ("variant: Fourier shift (frames/s)", f"{res['variant_fourier_shift_fps']:,.0f}", "")
         )
+        rows.append(("fused CuPy kernels active", str(res.get("fused_kernels")), ""))
+        if "variant_plain_cupy_fps" in res:
+            rows.append(
+                ("variant: plain CuPy (frames/s)", f"{res['variant_plain_cupy_fps']:,.0f}", "")
+            )
     if "skimage_reference" in res:
         k = res["skimage_reference"]
         rows.append(
@@ -382,3 +398,48 @@ def format_table(res: dict[str, Any]) -> list[tuple[str, str, str]]:
             )
         )
     return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m acquisition.bench``: the same benchmark without the ``rig`` CLI's imports
+    (used by ``scripts/gpu_check.sh`` on machines that lack the CLI's dependencies)."""
+    import argparse
+    import json
+    import os
+    import sys
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(prog="python -m acquisition.bench", description=__doc__)
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--frames", type=int, default=600)
+    p.add_argument("--rois", type=int, default=500)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--stream-frames", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--nonrigid-frames", type=int, default=None)
+    p.add_argument("--skimage-frames", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=None)
+    a = p.parse_args(argv)
+    res = run_imaging_bench(
+        a.backend, a.size, a.frames, a.rois, a.batch, a.stream_frames, a.repeats,
+        a.nonrigid_frames, a.skimage_frames, seed=a.seed,
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
+    )  # fmt: skip
+    res["load_avg_1min"] = os.getloadavg()[0]
+    res["cpu_count"] = os.cpu_count()
+    res["python"] = sys.version.split()[0]
+    rows = format_table(res)
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w[i]) for i, c in enumerate(r)))
+    if a.json is not None:
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"JSON written to {a.json}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

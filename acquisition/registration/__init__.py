@@ -1,6 +1,7 @@
 """Motion correction written once against ``xp``: rigid phase correlation, piecewise-rigid
 blocks, bidirectional line-phase correction, reference building and template update."""
 
+from acquisition.registration import fused
 from acquisition.registration.linephase import correct_line_phase, estimate_line_phase
 from acquisition.registration.nonrigid import NonrigidRegistration
 from acquisition.registration.phasecorr import estimate_shifts, reference_spectrum, taper_mask
@@ -18,6 +19,7 @@ __all__ = [
     "crispness",
     "estimate_line_phase",
     "estimate_shifts",
+    "fused",
     "reference_spectrum",
     "shift_frames",
     "taper_mask",

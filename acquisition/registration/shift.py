@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from acquisition.registration import fused
 from acquisition.xp import fft_module, is_cupy, to_host
 
 
@@ -102,10 +103,15 @@ def shift_frames(xp: ModuleType, frames: Any, shifts: Any, method: str = "auto")
 
     ``method``: ``"fourier"``, ``"bilinear"`` (the gather reference), ``"bilinear_roll"``, or
     ``"auto"`` (bilinear via rolls on numpy; the batched gather on CuPy, which moves ~4 reads
-    per pixel where the Fourier shift needs two more FFTs).
+    per pixel where the Fourier shift needs two more FFTs). On CuPy ``"bilinear"`` runs as one
+    fused kernel unless fusing is off (:mod:`.fused`).
     """
     if method == "auto":
         method = "bilinear" if is_cupy(xp) else "bilinear_roll"
+    if method == "bilinear":
+        out = fused.bilinear_shift(xp, frames, shifts)
+        if out is not None:
+            return out
     if method == "fourier":
         return shift_fourier(xp, frames, shifts)
     if method == "bilinear":

@@ -159,6 +159,8 @@ class TraceExtractor:
         """(B, Y, X) float32 -> (B, 2n) float32: mean of each cell and each annulus."""
         b = frames.shape[0]
         flat = frames.reshape(b, -1)
+        if b == 1:  # streaming: a sparse matrix-vector product is cheaper than SpMM
+            return (self.w @ flat[0]).reshape(1, -1).astype(self.xp.float32, copy=False)
         return (self.w @ flat.T).T.astype(self.xp.float32, copy=False)
 
     def process(self, frames: Any) -> TraceBatch:

@@ -62,16 +62,33 @@ class FullPathProcessor:
         self.tr = extractor
         self.xp = registrar.xp
 
-    def _device(self, frames: Any, keep_registered: bool) -> tuple[Any, ...]:
+    def _device(self, frames: Any, keep_registered: bool) -> tuple[Any, Any]:
+        """Everything on the device; results packed as (B, 3 + 3n) so one download fetches all."""
+        xp = self.xp
         r = self.reg.register(frames)
         t = self.tr.process(r.frames)
-        return r.shifts_px, r.peak, t.f, t.fneu, t.dff, (r.frames if keep_registered else None)
+        packed = xp.concatenate(
+            [r.shifts_px.reshape(-1, 2), r.peak.reshape(-1, 1), t.f, t.fneu, t.dff], axis=1
+        )
+        return packed, (r.frames if keep_registered else None)
+
+    def _unpack(self, packed: Any, registered: Any = None) -> ProcessedBatch:
+        h = to_host(packed).astype(np.float32, copy=False)
+        n = self.tr.n
+        return ProcessedBatch(
+            h[:, 0:2],
+            h[:, 2],
+            h[:, 3 : 3 + n],
+            h[:, 3 + n : 3 + 2 * n],
+            h[:, 3 + 2 * n : 3 + 3 * n],
+            registered,
+        )
 
     def process(self, frames: Any, keep_registered: bool = False) -> ProcessedBatch:
         """One batch (B, Y, X) or one frame (Y, X) of any real dtype -> host results."""
         f = frames if frames.ndim == 3 else frames[None]
-        s, p, ff, fn, d, reg = self._device(self.xp.asarray(f), keep_registered)
-        return ProcessedBatch(to_host(s), to_host(p), to_host(ff), to_host(fn), to_host(d), reg)
+        packed, reg = self._device(self.xp.asarray(f), keep_registered)
+        return self._unpack(packed, reg)
 
     def process_movie(
         self,
@@ -125,20 +142,20 @@ class FullPathProcessor:
             return dst, ev
 
         outs: list[ProcessedBatch] = []
-        pending: list[tuple[int, Any, tuple[Any, ...]]] = []
+        pending: list[tuple[int, Any, Any]] = []
         nxt = upload(0)
         for k in range(len(starts)):
             dst, ev = nxt
             compute_stream.wait_event(ev)
             with compute_stream:
-                res = self._device(dst, False)
+                packed, _ = self._device(dst, False)
                 done[k % 2] = compute_stream.record()
             if k + 1 < len(starts):
                 # the buffer batch k+1 reuses was read by batch k-1: wait for that compute
                 if done[(k + 1) % 2] is not None and k >= 1:
                     copy_stream.wait_event(done[(k + 1) % 2])
                 nxt = upload(k + 1)
-            pending.append((starts[k], done[k % 2], res))
+            pending.append((starts[k], done[k % 2], packed))
             # download one batch behind so the host copy overlaps the next compute
             if len(pending) > 1:
                 outs.append(self._collect(pending.pop(0), on_batch))
@@ -146,15 +163,14 @@ class FullPathProcessor:
             outs.append(self._collect(pending.pop(0), on_batch))
         return outs
 
-    @staticmethod
     def _collect(
-        item: tuple[int, Any, tuple[Any, ...]],
+        self,
+        item: tuple[int, Any, Any],
         on_batch: Callable[[int, ProcessedBatch], None] | None,
     ) -> ProcessedBatch:
-        start, ev, res = item
+        start, ev, packed = item
         ev.synchronize()
-        s, p, ff, fn, d, _ = res
-        b = ProcessedBatch(to_host(s), to_host(p), to_host(ff), to_host(fn), to_host(d))
+        b = self._unpack(packed)
         if on_batch:
             on_batch(start, b)
         return b
