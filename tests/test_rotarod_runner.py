@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
+import typer
 from psygnal import EmitLoopError
 from typer.testing import CliRunner
 
 from rig.cli import app
+from rig.cli.rotarod import run_task_rotarod
 from rig.core.config import RigConfig, load_rig_config
 from rig.core.devices.rotarod import (
     LaneFall,
@@ -223,3 +225,15 @@ def test_run_cli_one_day_and_bad_params(tmp_path: Path, sim_config_path: Path) -
     params.write_text("debounce_ms: 100\n")
     bad = CliRunner().invoke(app, ["rotarod", "run", "--subjects", "m1", "--params", str(params)])
     assert bad.exit_code == 2 and "debounce_ms" in bad.output and "p.yaml" in bad.output
+    # the entry point `rig run --task rotarod` uses: key=value overrides; a 4 -> 5 rpm ramp is
+    # too slow to throw a mouse that falls near 10 rpm, so the lane is censored at max_s
+    folder = run_task_rotarod(
+        sim_config_path,
+        "m9",
+        ["max_s=20", "ramp_s=20", "end_rpm=5", "trials_per_day=1"],
+        data_dir=tmp_path,
+    )
+    row = SessionReader(folder).trials()[0]
+    assert row["censored"] == "true" and float(row["latency_s"]) == 20.0
+    with pytest.raises(typer.Exit):
+        run_task_rotarod(sim_config_path, "m9", ["max_s"], data_dir=tmp_path)

@@ -26,26 +26,51 @@ def _load(config: Path, params_file: Path | None, **overrides: object) -> tuple[
     return rig, params
 
 
-@rotarod_app.command("run")
-def run(
-    subjects: Annotated[str, typer.Option(help="subjects by lane, comma-separated: m1,m2,m3")],
-    config: Annotated[Path, typer.Option(help="rig config YAML")] = DEFAULT_CONFIG,
-    params_file: Annotated[Path | None, typer.Option("--params", help="RotarodParams YAML")] = None,
-    day: Annotated[int, typer.Option(min=1, help="training day (1-based)")] = 1,
-    group: Annotated[str, typer.Option(help="session folder owner")] = "rotarod",
-    data_dir: Annotated[Path | None, typer.Option(help="override the config's data_dir")] = None,
-    trials: Annotated[int | None, typer.Option(help="trials today (default: params)")] = None,
-    simulate_mice: Annotated[bool, typer.Option(help="simulated mice on a simulated rod")] = True,
-    realtime: Annotated[bool, typer.Option(help="simulated rod on the wall clock")] = False,
-) -> None:
-    """Run one day of rotarod trials and print each lane's result."""
+def run_task_rotarod(
+    config: Path,
+    subjects: str,
+    param: list[str] | None = None,
+    *,
+    params_file: Path | None = None,
+    day: int = 1,
+    group: str = "rotarod",
+    data_dir: Path | None = None,
+    simulate_mice: bool = True,
+    realtime: bool = False,
+) -> Path:
+    """One rotarod day from the command line; prints every lane's result and returns the folder.
+
+    This is what ``rig rotarod run`` and ``rig run --task rotarod`` both call.
+
+    Parameters
+    ----------
+    subjects : str
+        Subjects by lane, comma-separated (``"m1,m2,m3"``: m1 on lane 0).
+    param : list of str
+        ``key=value`` overrides of ``RotarodParams`` (values parsed as YAML: ``max_s=120``).
+    realtime : bool
+        A simulated rod and the inter-trial countdown on the wall clock (else virtual time).
+
+    Raises
+    ------
+    typer.Exit
+        Code 2 after printing the problem (bad config or parameter, refused device).
+    """
+    import yaml
+
     from rig.core.errors import RigError
     from rig.runner.rotarod import run_rotarod_session
     from tasks.rotarod import SimRotarodMouse
 
     names = [s for s in subjects.split(",") if s]
     try:
-        rig, params = _load(config, params_file, trials_per_day=trials)
+        overrides: dict[str, Any] = {}
+        for kv in param or []:
+            key, sep, value = kv.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--param {kv!r}: expected key=value, e.g. max_s=120")
+            overrides[key.strip()] = yaml.safe_load(value)
+        rig, params = _load(config, params_file, **overrides)
         mice = None
         if simulate_mice and rig.rotarod is not None and rig.rotarod.driver == "sim":
             mice = {i: SimRotarodMouse(n, seed=i + 1) for i, n in enumerate(names)}
@@ -60,8 +85,8 @@ def run(
             realtime=realtime,
             on_countdown=lambda left: typer.echo(f"next trial in {left:4.0f} s", err=True),
         )
-    except RigError as e:
-        typer.echo(str(e), err=True)
+    except (RigError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     for t in res.trials:
         cens = " (censored)" if t.censored else ""
@@ -71,6 +96,37 @@ def run(
             f"{t.passive_rotations} passive"
         )
     typer.echo(f"session {res.folder}: {res.status}")
+    return res.folder
+
+
+@rotarod_app.command("run")
+def run(
+    subjects: Annotated[str, typer.Option(help="subjects by lane, comma-separated: m1,m2,m3")],
+    config: Annotated[Path, typer.Option(help="rig config YAML")] = DEFAULT_CONFIG,
+    params_file: Annotated[Path | None, typer.Option("--params", help="RotarodParams YAML")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", help="key=value override (repeatable)")
+    ] = None,
+    day: Annotated[int, typer.Option(min=1, help="training day (1-based)")] = 1,
+    group: Annotated[str, typer.Option(help="session folder owner")] = "rotarod",
+    data_dir: Annotated[Path | None, typer.Option(help="override the config's data_dir")] = None,
+    trials: Annotated[int | None, typer.Option(help="trials today (default: params)")] = None,
+    simulate_mice: Annotated[bool, typer.Option(help="simulated mice on a simulated rod")] = True,
+    realtime: Annotated[bool, typer.Option(help="simulated rod on the wall clock")] = False,
+) -> None:
+    """Run one day of rotarod trials and print each lane's result."""
+    extra = [f"trials_per_day={trials}"] if trials is not None else []
+    run_task_rotarod(
+        config,
+        subjects,
+        [*(param or []), *extra],
+        params_file=params_file,
+        day=day,
+        group=group,
+        data_dir=data_dir,
+        simulate_mice=simulate_mice,
+        realtime=realtime,
+    )
 
 
 @rotarod_app.command("cohort")

@@ -41,11 +41,12 @@ from rig.core.protocol import (
     ResetSafe,
     StreamDecoder,
 )
+from rig.core.transport import Transport, TransportClosed
 
 REPORT_PERIOD_US = 50_000  # 20 Hz, as the firmware
 
 
-class SimRotarodTransport:
+class SimRotarodTransport(Transport):
     """Byte-level simulated rotarod.
 
     Parameters
@@ -57,6 +58,7 @@ class SimRotarodTransport:
     """
 
     def __init__(self, steps_per_rev: int = 3200, time_scale: float | None = None) -> None:
+        self.name = "simulated rotarod"
         self.spr = steps_per_rev
         self.time_scale = time_scale
         self._dec = StreamDecoder(ROTAROD_HOST_TO_BOARD, resync_types=frozenset())
@@ -191,6 +193,8 @@ class SimRotarodTransport:
     # ------------------------------------------------------------------ ByteTransport
     def write(self, data: bytes) -> None:
         with self._cv:
+            if self._closed:
+                raise TransportClosed("simulated rotarod: closed")
             if self.time_scale is not None:
                 self._advance_ramp(self._wall_us())
             for item in self._dec.feed(data):
@@ -203,8 +207,10 @@ class SimRotarodTransport:
         assert self.time_scale is not None
         return 1_000 + round((time.monotonic() - self._wall0) * 1e6 * self.time_scale)
 
-    def read(self, timeout_s: float) -> bytes:
+    def read(self, timeout_s: float = 0.05) -> bytes:
         with self._cv:
+            if self._closed:
+                raise TransportClosed("simulated rotarod: closed")
             if not self._out:
                 if self._ramp is not None and self.time_scale is None:
                     self._advance_ramp(self.now_us + REPORT_PERIOD_US)
@@ -215,6 +221,14 @@ class SimRotarodTransport:
             out = b"".join(self._out)
             self._out.clear()
             return out
+
+    def open(self) -> None:
+        with self._cv:
+            self._closed = False
+
+    @property
+    def is_open(self) -> bool:
+        return not self._closed
 
     def close(self) -> None:
         with self._cv:
