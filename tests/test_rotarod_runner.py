@@ -237,3 +237,22 @@ def test_run_cli_one_day_and_bad_params(tmp_path: Path, sim_config_path: Path) -
     assert row["censored"] == "true" and float(row["latency_s"]) == 20.0
     with pytest.raises(typer.Exit):
         run_task_rotarod(sim_config_path, "m9", ["max_s"], data_dir=tmp_path)
+
+
+def test_paced_simulated_rod_keeps_wall_time() -> None:
+    # 20x real time: a 2 s ramp lasts 0.1 s of wall time, reported at 20 Hz of rod time
+    sim = SimRotarodTransport(SPR, time_scale=20.0)
+    rod = Rotarod(sim, n_lanes=1, steps_per_rev=SPR)
+    q: queue.Queue[Message] = queue.Queue()
+    rod.on_event.append(q.put)
+    rod.open()
+    t_wall = time.monotonic()
+    rod.start_ramp(4, 40, 2, 2)
+    msgs = _wait_for(q, RodStopped, timeout_s=10)
+    wall_s = time.monotonic() - t_wall
+    started = next(m for m in msgs if isinstance(m, RodStarted))
+    speeds = [m.t_us - started.t_us for m in msgs if isinstance(m, RodSpeed)]
+    assert speeds == [50_000 * k for k in range(1, 40)]
+    assert msgs[-1].t_us - started.t_us == 2_000_000  # type: ignore[attr-defined]
+    assert 0.09 < wall_s < 2.0
+    rod.close()

@@ -195,27 +195,30 @@ class SimRotarodTransport(Transport):
         with self._cv:
             if self._closed:
                 raise TransportClosed("simulated rotarod: closed")
-            if self.time_scale is not None:
-                self._advance_ramp(self._wall_us())
+            self._sync_clock()
             for item in self._dec.feed(data):
                 if isinstance(item, Packet):
                     self._handle(item.seq, item.msg)
                 else:
                     self._send(Nak(item.seq, item.ptype, ErrorCode.UNKNOWN_TYPE, 0))
 
-    def _wall_us(self) -> int:
-        assert self.time_scale is not None
-        return 1_000 + round((time.monotonic() - self._wall0) * 1e6 * self.time_scale)
+    def _sync_clock(self) -> None:
+        """Paced mode: bring the virtual clock (and a turning rod) up to the wall clock."""
+        if self.time_scale is None:
+            return
+        wall_us = 1_000 + round((time.monotonic() - self._wall0) * 1e6 * self.time_scale)
+        if self._ramp is not None:
+            self._advance_ramp(wall_us)
+        self.now_us = max(self.now_us, wall_us)
 
     def read(self, timeout_s: float = 0.05) -> bytes:
         with self._cv:
             if self._closed:
                 raise TransportClosed("simulated rotarod: closed")
-            if not self._out:
-                if self._ramp is not None and self.time_scale is None:
-                    self._advance_ramp(self.now_us + REPORT_PERIOD_US)
-                elif self._ramp is not None:
-                    self._advance_ramp(self._wall_us())
+            if self.time_scale is not None:
+                self._sync_clock()
+            elif not self._out and self._ramp is not None:
+                self._advance_ramp(self.now_us + REPORT_PERIOD_US)
             if not self._out and not self._closed:
                 self._cv.wait(timeout_s)
             out = b"".join(self._out)
