@@ -1,0 +1,288 @@
+"""The experimenter's main window and the ``gui.app.main(config_path)`` entry point.
+
+Layout: the session panel and manual controls docked on the left, the log at the bottom, and
+the live views in tabs (lever & trials, imaging & ΔF/F, rotarod). The window owns no device:
+it asks a runner factory for a runner and drives it through :class:`gui.runner_api.SessionRunner`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+from PyQt6.QtCore import Qt
+from PyQt6.QtGui import QCloseEvent
+from PyQt6.QtWidgets import (
+    QApplication,
+    QDockWidget,
+    QMainWindow,
+    QMessageBox,
+    QSplitter,
+    QTabWidget,
+    QWidget,
+)
+
+from gui.bridge import QtBridge
+from gui.panels.dff import DffPanel
+from gui.panels.imaging import ImagingPanel
+from gui.panels.lever import LeverPanel
+from gui.panels.log import LogPanel
+from gui.panels.manual import ManualPanel
+from gui.panels.rotarod import RotarodPanel
+from gui.panels.session import SessionPanel
+from gui.panels.trials import TrialPanel
+from gui.runner_api import RunnerFactory, SessionRequest, SessionRunner
+from gui.threadcheck import ThreadChecker
+from rig.core.config import RigConfig, SubjectState, load_model, load_rig_config
+from rig.core.events import Event
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "hardware_configs" / "sim.yaml"
+
+
+def available_tasks(rig: RigConfig) -> dict[str, type[BaseModel]]:
+    """Task name -> params model for the devices this rig has."""
+    tasks: dict[str, type[BaseModel]] = {}
+    if rig.lever_board is not None:
+        from tasks.params import PARAMS_BY_TASK
+
+        # Mixed first: it is the default protocol of the study (both contexts in one session).
+        for name in ("mixed", "self_initiated", "cue_triggered"):
+            tasks[name] = PARAMS_BY_TASK[name]
+    if rig.rotarod is not None:
+        from tasks.rotarod.params import RotarodParams
+
+        tasks["rotarod"] = RotarodParams
+    return tasks
+
+
+def subject_loader(rig: RigConfig) -> Any:
+    """``subject_id -> SubjectState | None`` reading ``<data_dir>/<subject>/subject.json``."""
+
+    def load(subject_id: str) -> SubjectState | None:
+        path = rig.data_dir / subject_id / "subject.json"
+        return load_model(SubjectState, path) if path.is_file() else None
+
+    return load
+
+
+def default_runner_factory(request: SessionRequest) -> SessionRunner:
+    """The real runner for the request's task (lever or rotarod) on the request's rig."""
+    raise NotImplementedError("the lever/rotarod runners have not landed yet")
+
+
+def lever_thresholds(params: BaseModel) -> dict[str, Any] | None:
+    """Pull threshold, rest band and overshoot limit (mm) of a lever task's params, if any."""
+    ctx: Any = params
+    if not hasattr(ctx, "pull_threshold_mm"):
+        first = getattr(params, "first_block", None)
+        ctx = getattr(params, str(first), None) if first else None
+    if ctx is None or not hasattr(ctx, "pull_threshold_mm"):
+        return None
+    return {
+        "pull_threshold_mm": ctx.pull_threshold_mm,
+        "rest_band_mm": ctx.rest_band_mm,
+        "max_mm": ctx.max_mm,
+    }
+
+
+class MainWindow(QMainWindow):
+    """The app.
+
+    Parameters
+    ----------
+    rig : RigConfig
+    runner_factory : callable, optional
+        ``SessionRequest -> SessionRunner``; the real runners by default.
+    checker : ThreadChecker, optional
+        Passed to the bridge (tests and diagnostics).
+    load_subject : callable, optional
+        ``subject_id -> SubjectState | None``.
+    """
+
+    def __init__(
+        self,
+        rig: RigConfig,
+        runner_factory: RunnerFactory | None = None,
+        checker: ThreadChecker | None = None,
+        load_subject: Any = None,
+        redraw_hz: float = 40.0,
+    ) -> None:
+        super().__init__()
+        self.rig = rig
+        self.runner_factory = runner_factory or default_runner_factory
+        self.runner: SessionRunner | None = None
+        self.last_session_dir: Path | None = None
+        self.setWindowTitle(f"motor-rig — {rig.name}")
+        self.bridge = QtBridge(redraw_hz=redraw_hz, checker=checker, parent=self)
+
+        self.session_panel = SessionPanel(
+            rig, available_tasks(rig), load_subject or subject_loader(rig)
+        )
+        self.manual_panel = ManualPanel(lambda: self.runner)
+        self.log_panel = LogPanel()
+        self.lever_panel = LeverPanel(self.bridge)
+        self.trial_panel = TrialPanel(self.bridge)
+        self.imaging_panel = ImagingPanel(self.bridge)
+        self.dff_panel = DffPanel(self.bridge)
+        lanes = rig.rotarod.lanes if rig.rotarod is not None else 5
+        self.rotarod_panel = RotarodPanel(self.bridge, lanes=lanes)
+
+        self.tabs = QTabWidget()
+        behaviour = QSplitter(Qt.Orientation.Vertical)
+        behaviour.addWidget(self.lever_panel)
+        behaviour.addWidget(self.trial_panel)
+        imaging = QSplitter(Qt.Orientation.Horizontal)
+        imaging.addWidget(self.imaging_panel)
+        imaging.addWidget(self.dff_panel)
+        self.tabs.addTab(behaviour, "Lever && trials")
+        self.tabs.addTab(imaging, "Imaging && ΔF/F")
+        self.tabs.addTab(self.rotarod_panel, "Rotarod")
+        self.setCentralWidget(self.tabs)
+        self._dock("Session", self.session_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Manual controls", self.manual_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self._dock("Log", self.log_panel, Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.resize(1400, 900)
+
+        self.session_panel.start_requested.connect(self.start_session)
+        self.session_panel.stop_requested.connect(lambda: self.stop_session())
+        self.manual_panel.message.connect(self.log_panel.add)
+        self.imaging_panel.selection_changed.connect(self.dff_panel.set_selection)
+        self.bridge.log.connect(self.log_panel.add)
+        self.bridge.trial.connect(self.session_panel.on_trial)
+        self.bridge.health.connect(self.session_panel.on_health)
+        self.bridge.tick.connect(self.session_panel.on_tick)
+        self.bridge.events.connect(self._on_events)
+        self.bridge.session.connect(self._on_session)
+
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title)
+        dock.setWidget(widget)
+        dock.setFeatures(
+            QDockWidget.DockWidgetFeature.DockWidgetMovable
+            | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+        )
+        self.addDockWidget(area, dock)
+        return dock
+
+    # ------------------------------------------------------------------ session lifecycle
+    def start_session(self, subject_id: str, task: str, params: BaseModel) -> bool:
+        """Build a runner for the choices, hook it to the bridge and start it (main thread)."""
+        if self.runner is not None and self.runner.running:
+            self.log_panel.add(logging.WARNING, "a session is already running")
+            return False
+        request = SessionRequest(rig=self.rig, subject_id=subject_id, task=task, params=params)
+        try:
+            runner = self.runner_factory(request)
+        except Exception as e:
+            self.log_panel.add(logging.ERROR, f"cannot set up the session: {e}")
+            return False
+        self.bridge.reset()
+        self.bridge.attach(runner.signals)
+        self.runner = runner
+        thresholds = lever_thresholds(params)
+        if thresholds is not None:
+            self.lever_panel.set_thresholds(**thresholds)
+        if hasattr(params, "iti_min_s") and task == "rotarod":
+            self.rotarod_panel.iti_min_s = float(params.iti_min_s)
+        try:
+            runner.start()
+        except Exception as e:
+            self.log_panel.add(logging.ERROR, f"session failed to start: {e}")
+            self.bridge.detach()
+            self.runner = None
+            return False
+        self.last_session_dir = runner.session_dir
+        self.session_panel.set_running(True)
+        self.manual_panel.set_enabled(True)
+        self._load_rois(runner)
+        self.log_panel.add(logging.INFO, f"session started: {subject_id}, {task}")
+        return True
+
+    def _load_rois(self, runner: SessionRunner) -> None:
+        labels = getattr(runner, "roi_labels", None)
+        labels = labels() if callable(labels) else labels
+        if labels is not None:
+            self.imaging_panel.set_rois(np.asarray(labels))
+        reference = getattr(runner, "reference_image", None)
+        reference = reference() if callable(reference) else reference
+        if reference is not None:
+            self.imaging_panel.set_reference(np.asarray(reference))
+
+    def stop_session(self, reason: str = "stopped by the experimenter") -> None:
+        """Stop the running session; returns once devices are safe and files closed."""
+        runner = self.runner
+        if runner is None:
+            return
+        self.runner = None  # so the "stopped" signal drained below is not taken as a self-stop
+        try:
+            runner.stop(reason)
+        except Exception as e:
+            self.log_panel.add(logging.ERROR, f"stopping the session failed: {e}")
+        self.bridge.drain()  # deliver what the session emitted up to its end
+        self._finished(reason)
+
+    def _finished(self, reason: str) -> None:
+        self.runner = None
+        self.session_panel.set_running(False, f"stopped: {reason}")
+        self.manual_panel.set_enabled(False)
+
+    def _on_session(self, state: str, info: dict[str, Any]) -> None:
+        if state == "stopped" and self.runner is not None and not self.runner.running:
+            # The runner ended the session itself (max rewards, duration, device error).
+            reason = str(info.get("reason", "session ended"))
+            self.log_panel.add(logging.INFO, f"session ended: {reason}")
+            self._finished(reason)
+        if state == "stopped":
+            self.bridge.detach()
+        elif state == "started" and self.runner is not None:
+            self._load_rois(self.runner)
+
+    def _on_events(self, events: list[Event]) -> None:
+        for ev in events:
+            if ev.name == "manual_reward":
+                self.session_panel.add_manual_reward(float(ev.data.get("volume_ul", 0.0)))
+
+    # ------------------------------------------------------------------ closing
+    def confirm_close(self) -> bool:
+        """Ask before ending a running session by closing the window."""
+        answer = QMessageBox.question(
+            self,
+            "End the session?",
+            "A session is running. Closing the window stops it (valve closed, files closed).\n"
+            "End the session and close?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def closeEvent(self, event: QCloseEvent | None) -> None:
+        assert event is not None
+        if self.runner is not None and self.runner.running:
+            if not self.confirm_close():
+                event.ignore()
+                return
+            self.stop_session("window closed mid-session")
+        self.bridge.stop()
+        self.bridge.detach()
+        event.accept()
+
+
+def main(config_path: str | Path | None = None, runner_factory: RunnerFactory | None = None) -> int:
+    """Open the app on a rig config (default ``hardware_configs/sim.yaml``); returns the exit code.
+
+    Needs a display (or ``QT_QPA_PLATFORM=offscreen``).
+    """
+    rig = load_rig_config(config_path or DEFAULT_CONFIG)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    window = MainWindow(rig, runner_factory=runner_factory)
+    window.show()
+    return int(app.exec())
+
+
+if __name__ == "__main__":  # python -m gui.app [CONFIG]
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else None))

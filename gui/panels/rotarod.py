@@ -1,0 +1,149 @@
+"""Rotarod panel: per-lane rpm and trial timer, the falls table, and the inter-trial countdown.
+
+Driven by rotarod events (``rotarod_start``, ``rotarod_rpm``, ``rotarod_fall``,
+``rotarod_cutoff``, ``rotarod_stop``); times shown are board times relative to the ramp start.
+"""
+
+from __future__ import annotations
+
+import time
+
+from PyQt6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from gui.bridge import QtBridge
+from rig.core.events import Event
+
+
+class RotarodPanel(QWidget):
+    """Live view of a rotarod trial.
+
+    Parameters
+    ----------
+    bridge : QtBridge
+    lanes : int
+        Lanes shown.
+    iti_min_s : float
+        Inter-trial interval used for the countdown when the stop event does not carry one.
+    """
+
+    def __init__(
+        self,
+        bridge: QtBridge,
+        lanes: int = 5,
+        iti_min_s: float = 600.0,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.iti_min_s = iti_min_s
+        self.rpm = 0.0
+        self.t_start_us: int | None = None
+        self.t_now_us: int | None = None
+        self.lane_fall_s: dict[int, float] = {}
+        self.falls: list[dict] = []
+        self.next_trial_at: float | None = None  # host monotonic s
+        self.lanes = QTableWidget(lanes, 3)
+        self.lanes.setHorizontalHeaderLabels(["status", "rpm", "time (s)"])
+        self.lanes.setVerticalHeaderLabels([f"lane {i + 1}" for i in range(lanes)])
+        self.fall_table = QTableWidget(0, 4)
+        self.fall_table.setHorizontalHeaderLabels(
+            ["lane", "latency (s)", "rpm at fall", "ended by"]
+        )
+        self.countdown = QLabel("no trial yet")
+        self.countdown.setStyleSheet("font-size: 16pt;")
+        top = QHBoxLayout()
+        top.addWidget(QLabel("next trial:"))
+        top.addWidget(self.countdown)
+        top.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.addLayout(top)
+        layout.addWidget(QLabel("lanes"))
+        layout.addWidget(self.lanes)
+        layout.addWidget(QLabel("falls"))
+        layout.addWidget(self.fall_table)
+        bridge.events.connect(self.on_events)
+        bridge.tick.connect(self.refresh)
+
+    def on_events(self, events: list[Event]) -> None:
+        for ev in events:
+            if not ev.name.startswith("rotarod_"):
+                continue
+            if ev.t_device_us is not None:
+                self.t_now_us = ev.t_device_us
+            d = ev.data
+            if ev.name == "rotarod_start":
+                self.t_start_us = ev.t_device_us
+                self.lane_fall_s.clear()
+                self.next_trial_at = None
+            elif ev.name == "rotarod_rpm":
+                self.rpm = float(d.get("rpm", self.rpm))
+            elif ev.name in ("rotarod_fall", "rotarod_cutoff"):
+                lanes = (
+                    d.get("lanes", [d.get("lane")])
+                    if ev.name == "rotarod_cutoff"
+                    else [d.get("lane")]
+                )
+                for lane in lanes:
+                    if lane is None or int(lane) in self.lane_fall_s:
+                        continue
+                    latency = float(d.get("latency_s", self._elapsed_s()))
+                    self.lane_fall_s[int(lane)] = latency
+                    row = {
+                        "lane": int(lane),
+                        "latency_s": latency,
+                        "rpm": float(d.get("rpm", self.rpm)),
+                        "ended_by": "fall" if ev.name == "rotarod_fall" else "cutoff",
+                    }
+                    self.falls.append(row)
+                    self._add_fall_row(row)
+            elif ev.name == "rotarod_stop":
+                wait_s = float(d.get("next_trial_in_s", self.iti_min_s))
+                self.next_trial_at = time.monotonic() + wait_s
+        self.refresh()
+
+    def _elapsed_s(self) -> float:
+        if self.t_start_us is None or self.t_now_us is None:
+            return 0.0
+        return (self.t_now_us - self.t_start_us) / 1e6
+
+    def _add_fall_row(self, row: dict) -> None:
+        r = self.fall_table.rowCount()
+        self.fall_table.insertRow(r)
+        for c, text in enumerate(
+            (f"{row['lane'] + 1}", f"{row['latency_s']:.1f}", f"{row['rpm']:.1f}", row["ended_by"])
+        ):
+            self.fall_table.setItem(r, c, QTableWidgetItem(text))
+
+    def refresh(self) -> None:
+        running = self.t_start_us is not None and self.next_trial_at is None
+        for lane in range(self.lanes.rowCount()):
+            fell = self.lane_fall_s.get(lane)
+            if not running and self.t_start_us is None:
+                cells = ("idle", "", "")
+            elif fell is not None:
+                cells = ("off", "", f"{fell:.1f}")
+            else:
+                cells = (
+                    "on rod" if running else "done",
+                    f"{self.rpm:.1f}",
+                    f"{self._elapsed_s():.1f}",
+                )
+            for c, text in enumerate(cells):
+                item = self.lanes.item(lane, c)
+                if item is None:
+                    self.lanes.setItem(lane, c, QTableWidgetItem(text))
+                elif item.text() != text:
+                    item.setText(text)
+        if self.next_trial_at is not None:
+            left = max(0.0, self.next_trial_at - time.monotonic())
+            text = f"{int(left // 60):d}:{int(left % 60):02d}" if left > 0 else "ready"
+            if self.countdown.text() != text:
+                self.countdown.setText(text)
+        elif running:
+            self.countdown.setText("trial running")
