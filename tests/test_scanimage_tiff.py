@@ -293,3 +293,26 @@ def test_slow_stack_with_frames_per_slice(tmp_path: Path) -> None:
     np.testing.assert_array_equal(np.stack([f for _, _, f in got]), expect)
     # Volume 0, slice 1 starts at frame number 4 (t = 0.3 s).
     assert [t for _, t, _ in got][:3] == pytest.approx([0.3, 0.4, 0.5])
+
+
+def test_corrupted_bytes_give_frames_or_a_frame_source_error(tmp_path: Path) -> None:
+    """Random byte damage anywhere: either frames come out or FrameSourceError, nothing else."""
+    path = write_scanimage_tiff(tmp_path / "f.tif", _volumes(4, 1, 2, ny=8, nx=8))
+    raw = path.read_bytes()
+    rng = np.random.default_rng(5)
+    bad = tmp_path / "bad.tif"
+    outcomes = {"frames": 0, "error": 0}
+    for _ in range(150):
+        b = bytearray(raw)
+        for pos in rng.integers(0, len(b), size=rng.integers(1, 4)):
+            b[pos] = rng.integers(0, 256)
+        bad.write_bytes(bytes(b))
+        try:
+            with ScanImageTiffSource(bad, channel=1) as src:
+                frames = [f for _, _, f in src]
+            assert all(f.shape == (8, 8) for f in frames)
+            outcomes["frames"] += 1
+        except FrameSourceError as exc:
+            assert str(bad) in str(exc)
+            outcomes["error"] += 1
+    assert outcomes["error"] > 0 and outcomes["frames"] > 0

@@ -284,3 +284,51 @@ def test_sender_reports_receiver_going_away() -> None:
     assert not th.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], StreamError)
     assert "closed the connection after" in str(errors[0])
+
+
+def test_random_headers_never_pass_unchecked() -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    def near(lo: int, hi: int, full: int):  # type: ignore[no-untyped-def]
+        return st.one_of(st.integers(lo, hi), st.integers(0, full))
+
+    header = st.builds(
+        lambda *f: HEADER_STRUCT.pack(b"MRFS", 1, *f),
+        near(40, 300, 2**16 - 1), near(0, 10, 2**64 - 1),
+        st.floats(allow_nan=True, allow_infinity=True, width=64),
+        near(0, 4, 255), near(0, 9, 255), near(0, 4, 2**16 - 1),
+        near(0, 70_000, 2**32 - 1), near(0, 70_000, 2**32 - 1), near(0, 3, 2**32 - 1),
+        near(0, 1 << 24, 2**64 - 1),
+    )  # fmt: skip
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.one_of(header, st.binary(min_size=48, max_size=48)), st.integers(0, 1 << 40))
+    def check(raw: bytes, max_frame_bytes: int) -> None:
+        try:
+            h = decode_header(raw, max_frame_bytes)
+        except StreamError:
+            return
+        assert h.payload_bytes <= max_frame_bytes
+        assert h.payload_bytes == int(np.prod(h.shape)) * h.dtype.itemsize
+        assert all(1 <= d <= 65536 for d in h.shape) and 48 <= h.header_bytes <= 256
+
+    check()
+    # Valid headers with random fields round-trip.
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.integers(1, 2**53 - 1),
+        st.floats(allow_nan=False, allow_infinity=False, width=64),
+        st.tuples(st.integers(1, 64), st.integers(1, 64)),
+        st.sampled_from([np.int16, np.uint16, np.float32, np.uint8]),
+        st.integers(0, 65535),
+    )
+    def roundtrip(number: int, t_s: float, shape, dtype, channel: int) -> None:
+        frame = np.zeros(shape, dtype)
+        h = decode_header(encode_header(number, t_s, frame, channel), 1 << 20)
+        assert (h.frame_number, h.timestamp_s, h.shape, h.dtype, h.channel) == (
+            number, t_s, shape, np.dtype(dtype), channel
+        )  # fmt: skip
+
+    roundtrip()

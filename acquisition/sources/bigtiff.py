@@ -91,17 +91,30 @@ def iter_ifds(fh: BinaryIO, path: Path, pointer_shift: int = 0) -> Iterator[Ifd]
 
 
 def int_values(fh: BinaryIO, ifd: Ifd, i: int, pointer_shift: int = 0) -> tuple[int, ...]:
-    """The integer values of entry ``i`` (inline or out of line, at offset + ``pointer_shift``)."""
+    """The integer values of entry ``i`` (inline or out of line, at offset + ``pointer_shift``).
+
+    Raises
+    ------
+    ValueError
+        A non-integer type, or values that would lie past the end of the file.
+    """
     tag, typ, count, inline = ifd.entry(i)
     fmt = _INT_FMT.get(typ)
     if fmt is None:
-        raise ValueError(f"tag {tag} has non-integer type {typ}")
+        raise ValueError(f"tag {tag} has type {typ}, expected an integer type (3, 4 or 16)")
+    width = struct.calcsize("<" + fmt)
+    size = os.fstat(fh.fileno()).st_size
+    if count * width > size:
+        raise ValueError(f"tag {tag} claims {count} values: more than the file holds")
     layout = f"<{count}{fmt}"
     if inline:
         return struct.unpack_from(layout, ifd.entries, 20 * i + 12)
     (off,) = struct.unpack_from("<Q", ifd.entries, 20 * i + 12)
     fh.seek(off + pointer_shift)
-    return struct.unpack(layout, fh.read(struct.calcsize(layout)))
+    raw = fh.read(count * width)
+    if len(raw) != count * width:
+        raise ValueError(f"tag {tag} values at byte {off + pointer_shift} lie past the end")
+    return struct.unpack(layout, raw)
 
 
 def check_pages(path: str | Path) -> int:
@@ -119,12 +132,15 @@ def check_pages(path: str | Path) -> int:
         for ifd in iter_ifds(fh, path):
             offsets: tuple[int, ...] = ()
             counts: tuple[int, ...] = ()
-            for i in range(len(ifd)):
-                tag = ifd.entry(i)[0]
-                if tag in (STRIP_OFFSETS, TILE_OFFSETS):
-                    offsets = int_values(fh, ifd, i)
-                elif tag in (STRIP_BYTE_COUNTS, TILE_BYTE_COUNTS):
-                    counts = int_values(fh, ifd, i)
+            try:
+                for i in range(len(ifd)):
+                    tag = ifd.entry(i)[0]
+                    if tag in (STRIP_OFFSETS, TILE_OFFSETS):
+                        offsets = int_values(fh, ifd, i)
+                    elif tag in (STRIP_BYTE_COUNTS, TILE_BYTE_COUNTS):
+                        counts = int_values(fh, ifd, i)
+            except ValueError as exc:
+                raise TiffStructureError(path, ifd.page, ifd.offset, f"corrupt: {exc}") from exc
             if not offsets or len(offsets) != len(counts):
                 raise TiffStructureError(path, ifd.page, ifd.offset, "no strip offsets/byte counts")
             end = max(o + c for o, c in zip(offsets, counts, strict=True))
