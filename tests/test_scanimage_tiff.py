@@ -106,6 +106,20 @@ def test_two_channels_and_planes_each_header_style(tmp_path: Path, style: str, s
                 assert t == pytest.approx(t_s[i] + z / 60.0, abs=1e-9)
 
 
+@pytest.mark.parametrize(("style", "sep"), STYLES[:3])
+def test_aux_trigger_times_reach_the_reader(tmp_path: Path, style: str, sep: str) -> None:
+    path = write_scanimage_tiff(
+        tmp_path / "aux.tif", _volumes(4, 1, 1), header_style=style, line_sep=sep,
+        aux_triggers={2: [[], [0.0712, 0.0801]]},
+    )  # fmt: skip
+    seen = {}
+    with ScanImageTiffSource(path) as src:
+        for i, _, _ in src:
+            seen[i] = (src.last_header["frameNumbers"], src.last_header["auxTrigger1"])
+    assert seen[2] == (3, pytest.approx([0.0712, 0.0801]))
+    assert seen[1] == (2, []) and seen[3][1] == []
+
+
 def test_header_parsers_agree_across_styles() -> None:
     fields = header_fields(7, 0.25, False, aux=[[], [0.3138, 0.3316]])
     parsed = [

@@ -109,6 +109,9 @@ class ScanImageTiffSource(FrameSource):
         Flat static metadata of the first file.
     shape, dtype, frame_rate_hz, n_frames
         ``(Y, X)``, int16, the per-plane rate, frames of this channel/plane in all files.
+    last_header : dict
+        The parsed header of the frame just yielded (``auxTrigger0..3`` edge times in s,
+        ``I2CData``, ``frameNumbers``, ...), whatever style the file used.
     """
 
     def __init__(
@@ -124,6 +127,7 @@ class ScanImageTiffSource(FrameSource):
         self.channel = channel
         self.plane = plane
         self.chunk_bytes = chunk_bytes
+        self.last_header: dict[str, Any] = {}
         self.files = list_scanimage_files(self.path)
         # Structure first: the C reader cannot even open a file whose IFD chain is cut.
         try:
@@ -235,6 +239,7 @@ class ScanImageTiffSource(FrameSource):
                     for p in local[i:j]:
                         g = int(self._file_start[fi] + p)
                         hdr = self._header(reader, f, int(p), g)
+                        self.last_header = hdr
                         number = hdr.get("frameNumbers")
                         if isinstance(number, (int, float)):
                             first_number = self._check_number(
