@@ -330,3 +330,13 @@ def test_corrupted_bytes_give_frames_or_a_frame_source_error(tmp_path: Path) -> 
             assert str(bad) in str(exc)
             outcomes["error"] += 1
     assert outcomes["error"] > 0 and outcomes["frames"] > 0
+
+
+def test_folder_with_a_different_frame_size_is_rejected(tmp_path: Path) -> None:
+    write_scanimage_tiff(tmp_path / "rec" / "a_00001_00001.tif", _volumes(2, 1, 1))
+    write_scanimage_tiff(tmp_path / "rec" / "a_00001_00002.tif", _volumes(2, 1, 1, ny=30))
+    with ScanImageTiffSource(tmp_path / "rec") as src:
+        it = iter(src)
+        assert next(it)[0] == 0 and next(it)[0] == 1
+        with pytest.raises(FrameSourceError, match=r"a_00001_00002.tif: pages are \(30, 20\)"):
+            next(it)

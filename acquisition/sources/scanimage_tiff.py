@@ -219,6 +219,12 @@ class ScanImageTiffSource(FrameSource):
                     f"{f}: cannot open with scanimage-tiff-reader: {exc}"
                 ) from exc
             with reader:
+                file_shape = tuple(int(d) for d in reader.shape()[1:])
+                if file_shape != self.shape or np.dtype(reader.dtype()) != self.dtype:
+                    raise FrameSourceError(
+                        f"{f}: pages are {file_shape} {np.dtype(reader.dtype())}, but "
+                        f"{self.files[0].name} has {self.shape} {self.dtype}: not one acquisition"
+                    )
                 i = 0
                 while i < local.size:
                     # A chunk: consecutive target pages whose span fits the byte budget.

@@ -250,6 +250,7 @@ def write_scanimage_tiff(
         timestamps_s = np.arange(n_t) * (per_volume / frame_rate_hz)
     total = total_frames if total_frames is not None else first_frame_number - 1 + n_t * per_volume
     zero = np.zeros((ny, nx), np.int16)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tifffile.TiffWriter(tmp, bigtiff=True, byteorder="<") as tw:
         frame_idx = 0
