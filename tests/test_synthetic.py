@@ -187,6 +187,15 @@ def test_noise_statistics_are_shot_noise() -> None:
     assert noisy.frames.min() >= noisy.dark_counts - 1
 
 
+def test_exact_poisson_counts_whole_photons() -> None:
+    m = make_movie(4, 48, 2, max_shift_px=0.0, exact_poisson=True, seed=16)
+    photons = (m.frames.astype(float) - m.dark_counts) / m.gain_counts_per_photon
+    assert np.array_equal(photons, np.round(photons)) and photons.min() >= 0
+    clean = make_movie(4, 48, 2, max_shift_px=0.0, noise=False, seed=16)
+    lam = (clean.frames.astype(float) - clean.dark_counts) / clean.gain_counts_per_photon
+    assert (photons - lam).var() == pytest.approx(lam.mean(), rel=0.1)
+
+
 def test_save_and_load_truth(tmp_path) -> None:
     m = make_movie(5, 64, 3, seed=14)
     path = m.save_truth(truth_path_for(tmp_path / "movie.tif"))
