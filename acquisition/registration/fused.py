@@ -8,7 +8,10 @@ kernels do each step in one pass:
 - :func:`whiten_mul`: ``f * (r / (|f| + eps))`` in place;
 - :func:`taper`: ``(x - mean) * mask + mean``;
 - :func:`bilinear_shift`: :func:`acquisition.registration.shift.shift_bilinear` (wrapped indices)
-  with the indices computed in the kernel.
+  with the indices computed in the kernel;
+- :func:`window_peak`: :func:`acquisition.registration.phasecorr.window_peak` (argmax + the
+  3-point Gaussian fit) as one block per correlation window, instead of ~25 tiny kernels whose
+  launch overhead dominates the per-frame (streaming) latency.
 
 They are used only on CuPy, only while :func:`fused_enabled` is true (``RIG_XP_FUSED=0`` in the
 environment or :func:`set_fused` turns them off), and a kernel that fails to compile switches
@@ -55,6 +58,56 @@ o = top + wy * (bot - top);
 """
 
 
+_PEAK_SRC = r"""
+extern "C" __global__ void rig_window_peak(const float* win, const int wy, const int wx,
+                                           float* shifts, float* peaks) {
+    const int b = blockIdx.x;
+    const int t = threadIdx.x;
+    const float* w = win + (long long)b * wy * wx;
+    const int nyi = wy - 2, nxi = wx - 2, n = nyi * nxi;
+    float best = -3.0e38f;
+    int bi = 0x7fffffff;
+    for (int k = t; k < n; k += blockDim.x) {
+        const float v = w[(k / nxi + 1) * wx + (k % nxi + 1)];
+        if (v > best) { best = v; bi = k; }  // k grows: the first maximum wins, as argmax
+    }
+    __shared__ float sv[256];
+    __shared__ int si[256];
+    sv[t] = best; si[t] = bi;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (t < s) {
+            const float o = sv[t + s];
+            const int oi = si[t + s];
+            if (o > sv[t] || (o == sv[t] && oi < si[t])) { sv[t] = o; si[t] = oi; }
+        }
+        __syncthreads();
+    }
+    if (t == 0) {
+        const int py = si[0] / nxi + 1, px = si[0] % nxi + 1;
+        const float c0 = w[py * wx + px];
+        const float fl = fmaxf(c0, 1e-6f) * 1e-3f;
+        const float lc0 = logf(fmaxf(c0, 1e-6f));
+        const float lym = logf(fmaxf(w[(py - 1) * wx + px], fl));
+        const float lyp = logf(fmaxf(w[(py + 1) * wx + px], fl));
+        const float lxm = logf(fmaxf(w[py * wx + px - 1], fl));
+        const float lxp = logf(fmaxf(w[py * wx + px + 1], fl));
+        float sub[2];
+        const float lm[2] = {lym, lxm}, lp[2] = {lyp, lxp};
+        for (int a = 0; a < 2; ++a) {
+            const float den = lm[a] - 2.0f * lc0 + lp[a];
+            const float safe = fabsf(den) > 1e-12f ? den : -1.0f;
+            const float off = 0.5f * (lm[a] - lp[a]) / safe;
+            sub[a] = den < 0.0f ? fminf(fmaxf(off, -0.5f), 0.5f) : 0.0f;
+        }
+        shifts[2 * b] = (float)(py - (wy - 3) / 2 - 1) + sub[0];
+        shifts[2 * b + 1] = (float)(px - (wx - 3) / 2 - 1) + sub[1];
+        peaks[b] = c0;
+    }
+}
+"""
+
+
 def set_fused(enabled: bool) -> None:
     """Turn the fused kernels on or off for this process (tests compare both paths)."""
     _state["enabled"] = bool(enabled)
@@ -83,6 +136,8 @@ def _kernel(xp: ModuleType, name: str) -> Any:
             "o = (x - m) * w + m;",
             "rig_taper",
         )
+    elif name == "peak":
+        k = xp.RawKernel(_PEAK_SRC, "rig_window_peak")
     elif name == "bilinear":
         k = xp.ElementwiseKernel(
             "raw float32 src, raw float32 shifts, int32 ny, int32 nx",
@@ -141,4 +196,24 @@ def bilinear_shift(xp: ModuleType, frames: Any, shifts: Any) -> Any | None:
         return out
     except Exception as e:
         _failed("bilinear", e)
+        return None
+
+
+def window_peak(xp: ModuleType, win: Any) -> tuple[Any, Any] | None:
+    """Fused :func:`~acquisition.registration.phasecorr.window_peak`, or None when not fused."""
+    if not fused_enabled(xp):
+        return None
+    try:
+        import numpy as np
+
+        lead = win.shape[:-2]
+        wy, wx = win.shape[-2:]
+        flat = xp.ascontiguousarray(win, dtype=xp.float32).reshape(-1, wy, wx)
+        nb = flat.shape[0]
+        shifts = xp.empty((nb, 2), xp.float32)
+        peaks = xp.empty(nb, xp.float32)
+        _kernel(xp, "peak")((nb,), (256,), (flat, np.int32(wy), np.int32(wx), shifts, peaks))
+        return shifts.reshape((*lead, 2)), peaks.reshape(lead)
+    except Exception as e:
+        _failed("peak", e)
         return None

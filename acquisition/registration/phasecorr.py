@@ -184,6 +184,9 @@ def window_peak(xp: ModuleType, win: Any) -> tuple[Any, Any]:
     The one-pixel margin around the search box feeds the 3-point fit; returns as
     :func:`peak_subpixel`.
     """
+    fused_out = fused.window_peak(xp, win)
+    if fused_out is not None:
+        return fused_out
     lead = win.shape[:-2]
     wy, wx = win.shape[-2:]
     my, mx = (wy - 3) // 2, (wx - 3) // 2

@@ -126,6 +126,27 @@ def test_fused_kernels_equal_plain_cupy(rng):
     )
 
 
+def test_fused_peak_equals_plain(rng):
+    from acquisition.registration.phasecorr import window_peak
+
+    # smooth peaked windows (like correlation surfaces) with a random sub-pixel centre
+    yy, xx = np.mgrid[-12:13, -12:13].astype(np.float32)
+    c = rng.uniform(-9, 9, (40, 2)).astype(np.float32)
+    win = np.exp(-((yy - c[:, 0, None, None]) ** 2 + (xx - c[:, 1, None, None]) ** 2) / 3.0)
+    win = (win + rng.uniform(0, 0.05, win.shape)).astype(np.float32).reshape(4, 10, 25, 25)
+    fused.set_fused(False)
+    s0, p0 = window_peak(cp, cp.asarray(win))
+    fused.set_fused(True)
+    s1, p1 = window_peak(cp, cp.asarray(win))
+    assert fused.fused_enabled(cp), "fused peak kernel failed (see the warning)"
+    assert s1.shape == (4, 10, 2) and p1.shape == (4, 10)
+    cp.testing.assert_allclose(s1, s0, atol=1e-4)
+    cp.testing.assert_allclose(p1, p0, rtol=1e-6)
+    s_np, _ = window_peak(np, win)
+    np.testing.assert_allclose(s1.get(), s_np, atol=1e-4)
+    np.testing.assert_allclose(s_np.reshape(-1, 2), c, atol=0.25)
+
+
 def test_registrar_batch_and_nonrigid_equal(rng):
     img, _, frames = _noisy_stack(rng, n_frames=16, n=128, max_shift=6.0)
     opt = RegistrationOptions(max_shift_px=12, nonrigid=True, block_px=64, line_phase="off")
