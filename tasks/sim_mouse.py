@@ -17,8 +17,10 @@ The learner's behavior as a function of ``skill`` (0 naive .. 1 expert):
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
@@ -92,8 +94,8 @@ class LearnerParams:
     amp_mm: float = 2.0
     amp_sd_mm: float = 0.35
     twitch_amp_mm: float = 0.6
-    spont_wait_naive_s: float = 2.0
-    spont_wait_expert_s: float = 5.0
+    spont_wait_naive_s: float = 4.0
+    spont_wait_expert_s: float = 8.0
     rt_naive_s: float = 0.5
     rt_expert_s: float = 0.25
     rt_sigma: float = 0.35
@@ -118,6 +120,7 @@ class LearnerMouse:
     skill: float = 0.3
     params: LearnerParams = field(default_factory=LearnerParams)
     rewards: int = 0
+    sessions: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.skill <= 1.0:
@@ -182,6 +185,11 @@ class LearnerMouse:
         """What carries over to the next day (the skill; the RNG restarts from the seed)."""
         return {"skill": self.skill, "rewards": float(self.rewards)}
 
+    def end_session(self) -> dict[str, float]:
+        """Count a finished session; returns the state to save."""
+        self.sessions += 1
+        return {**self.state(), "sessions": float(self.sessions)}
+
 
 @dataclass
 class ScriptedMouse:
@@ -225,3 +233,49 @@ def make_mouse(model: str, seed: int = 1, skill: float = 0.3) -> LeverMouse:
     if model in ("idle", "scripted"):
         return ScriptedMouse()
     raise ValueError(f"unknown simulated mouse model {model!r}; expected learner|scripted|idle")
+
+
+SIM_MOUSE_FILE = "sim_mouse.json"
+
+
+def load_mouse_state(data_dir: Path, subject_id: str) -> dict[str, float]:
+    """A simulated subject's carried-over state (``skill``, ``rewards``, ``sessions``), or {}.
+
+    Raises
+    ------
+    ConfigError
+        The file exists but is not a JSON object with a numeric ``skill``.
+    """
+    from rig.core.errors import ConfigError
+
+    path = Path(data_dir).expanduser() / subject_id / SIM_MOUSE_FILE
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError.single(path, "", f"not a simulated-mouse state file: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("skill"), int | float):
+        raise ConfigError.single(path, "skill", "expected a number in [0, 1]")
+    return {k: float(v) for k, v in data.items() if isinstance(v, int | float)}
+
+
+def save_mouse_state(data_dir: Path, subject_id: str, state: dict[str, float]) -> Path:
+    """Write the state atomically next to the subject's ``subject.json``."""
+    from rig.core.store.writer import atomic_write_text
+
+    path = Path(data_dir).expanduser() / subject_id / SIM_MOUSE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(state, indent=2) + "\n")
+    return path
+
+
+def resume_learner(data_dir: Path, subject_id: str, seed: int, skill: float) -> LearnerMouse:
+    """A learner that resumes the skill its subject reached last session, with a per-session
+    seed (the same subject on the same day count behaves the same)."""
+    state = load_mouse_state(data_dir, subject_id)
+    sessions = int(state.get("sessions", 0))
+    mouse = LearnerMouse(seed=seed * 1000 + sessions, skill=state.get("skill", skill))
+    mouse.rewards = int(state.get("rewards", 0))
+    mouse.sessions = sessions
+    return mouse

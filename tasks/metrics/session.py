@@ -164,7 +164,8 @@ def session_metrics(
         ``noise_sd_mm``; ``n_movements``; ``duration_min``.
     """
     reader = session if isinstance(session, SessionReader) else SessionReader(session)
-    rows = reader.trials()
+    # a trial cut short by the end of the session is not a trial the mouse could finish
+    rows = [r for r in reader.trials() if r.get("outcome") != "aborted"]
     t_s, pos_mm = reader.lever_mm()
     if params is None:
         band = (reader.meta.task_params or {}).get("rest_band_mm")
