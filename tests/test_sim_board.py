@@ -233,7 +233,8 @@ def test_output_faults_are_seen_and_counted_by_the_host() -> None:
     host.pump()
     s = host.dec.stats
     assert s.errors > 0 and s.lost > 0
-    assert len(host.of(Heartbeat)) > 40  # most packets still arrive
+    # ~34 wire bytes per heartbeat at 0.4 % damage per byte: ~87 % arrive (about 43 of 50)
+    assert len(host.of(Heartbeat)) >= 35  # most packets still arrive
 
 
 def test_stall_holds_output_then_releases_it() -> None:

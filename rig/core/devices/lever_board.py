@@ -7,7 +7,8 @@ waiting commands, and passes board events on through callbacks and ``RigSignals`
 
 - ``on_trail(TrailEvent)``: every EVENT packet as the engines define it (state machine trail);
 - ``on_event(Event)``: the same as session ``Event`` records, plus ``frame`` edges and link
-  events (``link_lost``, ``reconnect``);
+  events (``link_lost``; ``reconnect`` with ``down_s``; ``lever_gap`` with the missing sample
+  indices whenever the 1 kHz stream skips, e.g. across an outage);
 - ``on_lever(t_device_us int64 (n,), counts int16 (n,))``; ``signals.lever`` gets mm.
 
 Typed methods wait for the board's ACK (``CommandError`` on NAK or timeout, naming the command
@@ -123,6 +124,8 @@ class LeverBoard:
         self.reconnects = 0
         self.frames = 0
         self.lever_gaps = 0
+        self.lever_missing_samples = 0
+        self._link_lost_ns: int | None = None
         self.mismatch: str | None = None
         self._decoder = StreamDecoder(BOARD_TO_HOST)
         self._encoder = PacketEncoder()
@@ -380,6 +383,7 @@ class LeverBoard:
             "board": dict(self.board_stats),
             "frames": self.frames,
             "lever_gaps": self.lever_gaps,
+            "lever_missing_samples": self.lever_missing_samples,
             "reconnects": self.reconnects,
         }
 
@@ -424,6 +428,7 @@ class LeverBoard:
             waiters, self._waiters = self._waiters, {}
         for w in waiters.values():
             w.done.set()
+        self._link_lost_ns = time.monotonic_ns()
         self._log(logging.WARNING, f"{self.name}: link lost: {reason}")
         self._emit_event(Event("link_lost", self.name, data={"reason": reason}))
 
@@ -439,7 +444,12 @@ class LeverBoard:
             self._decoder.reset_sequence()
             self.connected = True
             self.reconnects += 1
-            self._emit_event(Event("reconnect", self.name, data={"attempts": attempts}))
+            down_s = None
+            if self._link_lost_ns is not None:
+                down_s = round((time.monotonic_ns() - self._link_lost_ns) / 1e9, 3)
+            self._emit_event(
+                Event("reconnect", self.name, data={"attempts": attempts, "down_s": down_s})
+            )
             self._start_thread(self._rehandshake, "rehandshake")
             return True
         return False
@@ -496,9 +506,27 @@ class LeverBoard:
         self._emit_event(Event(name, self.name, msg.t_us, t_ns, frame, data=data))
 
     def _on_lever_batch(self, msg: LeverBatch) -> None:
-        if self._next_lever_index is not None and msg.first_index != self._next_lever_index:
-            self.lever_gaps += 1
         step = msg.period_us // 1000 or 1
+        expected = self._next_lever_index
+        if expected is not None and msg.first_index != expected:
+            # a lost LEVER packet or a link outage: record where and how much, so the session
+            # file says which samples are missing rather than leaving a silent hole
+            self.lever_gaps += 1
+            missing = ((msg.first_index - expected) & 0xFFFFFFFF) // step
+            self.lever_missing_samples += missing
+            self._emit_event(
+                Event(
+                    "lever_gap",
+                    self.name,
+                    msg.t0_us,
+                    data={
+                        "first_missing_index": expected,
+                        "next_index": msg.first_index,
+                        "missing_samples": missing,
+                        "missing_ms": missing * msg.period_us / 1000,
+                    },
+                )
+            )
         self._next_lever_index = (msg.first_index + step * len(msg.samples)) & 0xFFFFFFFF
         t = msg.times_us()
         if self.on_lever is not None:
