@@ -60,18 +60,35 @@ def available_tasks(rig: RigConfig) -> dict[str, type[BaseModel]]:
 
 
 def subject_loader(rig: RigConfig) -> Any:
-    """``subject_id -> SubjectState | None`` reading ``<data_dir>/<subject>/subject.json``."""
+    """``subject_id -> SubjectState | None``: the state the runner saved after the last session."""
 
     def load(subject_id: str) -> SubjectState | None:
-        path = rig.data_dir / subject_id / "subject.json"
+        from tasks.shaping import subject_path
+
+        path = subject_path(rig.data_dir, subject_id)
         return load_model(SubjectState, path) if path.is_file() else None
 
     return load
 
 
 def default_runner_factory(request: SessionRequest) -> SessionRunner:
-    """The real runner for the request's task (lever or rotarod) on the request's rig."""
-    raise NotImplementedError("the lever/rotarod runners have not landed yet")
+    """The real runner for the request's task on the request's rig (boards in real time).
+
+    ``request.extra`` may carry ``speed`` (simulated boards: x real time) for tests and demos.
+    """
+    if request.task == "rotarod":
+        from gui.rotarod_session import RotarodSession
+
+        return RotarodSession(request)
+    from rig.runner.lever import LeverRunner
+
+    return LeverRunner(
+        request.rig,
+        request.subject_id,
+        request.task,
+        request.params,
+        speed=request.extra.get("speed", 1.0),
+    )
 
 
 def lever_thresholds(params: BaseModel) -> dict[str, Any] | None:
@@ -101,6 +118,11 @@ class MainWindow(QMainWindow):
         Passed to the bridge (tests and diagnostics).
     load_subject : callable, optional
         ``subject_id -> SubjectState | None``.
+    redraw_hz : float
+        Rate of the bridge's drain timer (the panels' maximum redraw rate).
+    session_extra : dict, optional
+        Passed to the runner factory with every request (e.g. ``{"speed": 10}`` for a
+        simulated board faster than real time).
     """
 
     def __init__(
@@ -110,11 +132,13 @@ class MainWindow(QMainWindow):
         checker: ThreadChecker | None = None,
         load_subject: Any = None,
         redraw_hz: float = 40.0,
+        session_extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.rig = rig
         self.runner_factory = runner_factory or default_runner_factory
         self.runner: SessionRunner | None = None
+        self.session_extra = dict(session_extra or {})
         self.last_session_dir: Path | None = None
         self.setWindowTitle(f"motor-rig — {rig.name}")
         self.bridge = QtBridge(redraw_hz=redraw_hz, checker=checker, parent=self)
@@ -154,6 +178,7 @@ class MainWindow(QMainWindow):
         self.bridge.log.connect(self.log_panel.add)
         self.bridge.trial.connect(self.session_panel.on_trial)
         self.bridge.health.connect(self.session_panel.on_health)
+        self.bridge.imaging_stats.connect(self.session_panel.on_imaging_stats)
         self.bridge.tick.connect(self.session_panel.on_tick)
         self.bridge.events.connect(self._on_events)
         self.bridge.session.connect(self._on_session)
@@ -175,7 +200,9 @@ class MainWindow(QMainWindow):
         if self.runner is not None and self.runner.running:
             self.log_panel.add(logging.WARNING, "a session is already running")
             return False
-        request = SessionRequest(rig=self.rig, subject_id=subject_id, task=task, params=params)
+        request = SessionRequest(
+            rig=self.rig, subject_id=subject_id, task=task, params=params, extra=self.session_extra
+        )
         try:
             runner = self.runner_factory(request)
         except Exception as e:

@@ -180,10 +180,11 @@ class SyntheticRunner:
                         {
                             "frames_per_s": self.frame_rate_hz,
                             "frame_rate_hz": self.frame_rate_hz,
-                            "latency_p50_ms": 3.0,
-                            "latency_p99_ms": 8.0,
+                            "latency_ms_p50": 3.0,
+                            "latency_ms_p99": 8.0,
                             "queue_depth": 0,
                             "frame_index": frame,
+                            "frames_processed": frame + 1,
                             "shift_y_px": float(shift[0]),
                             "shift_x_px": float(shift[1]),
                         }
@@ -199,8 +200,8 @@ class SyntheticRunner:
                         "heartbeat_age_ms": 40.0,
                         "crc_errors": 0,
                         "lost_packets": 0,
-                        "frame_count": frame,
-                        "imaging_frames": frame,
+                        "lever_missing_samples": 0,
+                        "frames": frame,
                     },
                 )
                 if self.rotarod_lanes:

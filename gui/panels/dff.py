@@ -14,9 +14,9 @@ from rig.core.events import Event
 
 #: Alignment -> event names that mark it (the event's ``frame`` is the alignment point).
 ALIGN_EVENTS: dict[str, tuple[str, ...]] = {
-    "cue": ("cue_on",),
+    "cue": ("cue_on", "tone_on"),
     "crossing": ("threshold_cross", "lever_up"),
-    "reward": ("valve_open", "reward"),
+    "reward": ("valve_on", "valve_open"),
 }
 MAX_STACKED = 12
 
@@ -139,8 +139,8 @@ class DffPanel(QWidget):
 
     def on_events(self, events: list[Event]) -> None:
         for ev in events:
-            if ev.frame is None:
-                continue
+            if ev.frame is None or ev.source == "gui":
+                continue  # manual tones and rewards are not task events
             for align, names in ALIGN_EVENTS.items():
                 if ev.name in names:
                     self.event_frames[align].append(int(ev.frame))

@@ -13,14 +13,17 @@ from rig.core.events import Event
 #: Event name -> the trial state it enters (events may also carry ``data["state"]``).
 STATE_OF_EVENT: dict[str, str] = {
     "trial_start": "iti",
+    "trial_end": "iti",
     "iti_start": "iti",
     "quiet_start": "quiet",
     "quiet_satisfied": "ready",
     "ready": "ready",
     "cue_on": "cue",
+    "tone_on": "cue",
     "hold_start": "hold",
+    "lever_up": "hold",
+    "valve_on": "reward",
     "valve_open": "reward",
-    "reward": "reward",
     "early_release": "fail",
     "overshoot": "fail",
     "too_early": "fail",
@@ -111,9 +114,13 @@ class LeverPanel(QWidget):
 
     def on_events(self, events: list[Event]) -> None:
         for ev in events:
-            state = ev.data.get("state") if isinstance(ev.data, dict) else None
+            if ev.t_device_us is None or ev.source == "gui":
+                continue  # host-only events have no board time; manual actions are no state
+            state = ev.data.get("state") if isinstance(ev.data.get("state"), str) else None
             state = state or STATE_OF_EVENT.get(ev.name)
-            if state is None or ev.t_device_us is None:
+            if ev.name == "lever_down" and self.state == "hold":
+                state = "fail"  # released before the hold ended (a reward would come first)
+            if state is None or (ev.name == "lever_up" and self.state not in ("ready", "cue")):
                 continue
             self.transitions.append((ev.t_device_us, state))
             self.state = state

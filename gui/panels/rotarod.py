@@ -1,7 +1,8 @@
 """Rotarod panel: per-lane rpm and trial timer, the falls table, and the inter-trial countdown.
 
-Driven by rotarod events (``rotarod_start``, ``rotarod_rpm``, ``rotarod_fall``,
-``rotarod_cutoff``, ``rotarod_stop``); times shown are board times relative to the ramp start.
+Driven by the rotarod runner's events (``rotarod_start``, ``rotarod_rpm``, ``rotarod_fall``,
+``rotarod_cutoff``, ``rotarod_stop``, and the host's ``iti_start`` for the countdown); times
+shown are board times relative to the ramp start.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class RotarodPanel(QWidget):
         self.lane_fall_s: dict[int, float] = {}
         self.falls: list[dict] = []
         self.next_trial_at: float | None = None  # host monotonic s
+        self.trial_over = False
         self.lanes = QTableWidget(lanes, 3)
         self.lanes.setHorizontalHeaderLabels(["status", "rpm", "time (s)"])
         self.lanes.setVerticalHeaderLabels([f"lane {i + 1}" for i in range(lanes)])
@@ -72,6 +74,10 @@ class RotarodPanel(QWidget):
 
     def on_events(self, events: list[Event]) -> None:
         for ev in events:
+            if ev.name == "iti_start" and ev.source == "host":
+                wait_s = float(ev.data.get("iti_s", self.iti_min_s))
+                self.next_trial_at = time.monotonic() + wait_s
+                continue
             if not ev.name.startswith("rotarod_"):
                 continue
             if ev.t_device_us is not None:
@@ -81,31 +87,33 @@ class RotarodPanel(QWidget):
                 self.t_start_us = ev.t_device_us
                 self.lane_fall_s.clear()
                 self.next_trial_at = None
+                self.trial_over = False
             elif ev.name == "rotarod_rpm":
-                self.rpm = float(d.get("rpm", self.rpm))
-            elif ev.name in ("rotarod_fall", "rotarod_cutoff"):
-                lanes = (
-                    d.get("lanes", [d.get("lane")])
-                    if ev.name == "rotarod_cutoff"
-                    else [d.get("lane")]
-                )
-                for lane in lanes:
-                    if lane is None or int(lane) in self.lane_fall_s:
-                        continue
-                    latency = float(d.get("latency_s", self._elapsed_s()))
-                    self.lane_fall_s[int(lane)] = latency
-                    row = {
-                        "lane": int(lane),
-                        "latency_s": latency,
-                        "rpm": float(d.get("rpm", self.rpm)),
-                        "ended_by": "fall" if ev.name == "rotarod_fall" else "cutoff",
-                    }
-                    self.falls.append(row)
-                    self._add_fall_row(row)
-            elif ev.name == "rotarod_stop":
-                wait_s = float(d.get("next_trial_in_s", self.iti_min_s))
-                self.next_trial_at = time.monotonic() + wait_s
+                self.rpm = float(d.get("rpm_measured", d.get("rpm", self.rpm)))
+            elif ev.name == "rotarod_fall":
+                lane = d.get("lane")
+                if lane is not None and int(lane) not in self.lane_fall_s:
+                    self._fall(
+                        int(lane),
+                        float(d.get("latency_s", self._elapsed_s())),
+                        float(d.get("rpm_measured", d.get("rpm", self.rpm))),
+                        "fall",
+                    )
+            elif ev.name in ("rotarod_cutoff", "rotarod_stop"):
+                if ev.name == "rotarod_cutoff":
+                    for lane in range(self.lanes.rowCount()):
+                        if lane not in self.lane_fall_s:
+                            self._fall(lane, self._elapsed_s(), self.rpm, "cutoff")
+                self.trial_over = True
+                if "next_trial_in_s" in d:
+                    self.next_trial_at = time.monotonic() + float(d["next_trial_in_s"])
         self.refresh()
+
+    def _fall(self, lane: int, latency_s: float, rpm: float, ended_by: str) -> None:
+        self.lane_fall_s[lane] = latency_s
+        row = {"lane": lane, "latency_s": latency_s, "rpm": rpm, "ended_by": ended_by}
+        self.falls.append(row)
+        self._add_fall_row(row)
 
     def _elapsed_s(self) -> float:
         if self.t_start_us is None or self.t_now_us is None:
@@ -121,7 +129,7 @@ class RotarodPanel(QWidget):
             self.fall_table.setItem(r, c, QTableWidgetItem(text))
 
     def refresh(self) -> None:
-        running = self.t_start_us is not None and self.next_trial_at is None
+        running = self.t_start_us is not None and not self.trial_over
         for lane in range(self.lanes.rowCount()):
             fell = self.lane_fall_s.get(lane)
             if not running and self.t_start_us is None:

@@ -33,10 +33,12 @@ HEALTH_COLUMNS = (
     ("heartbeat_age_ms", "heartbeat (ms)"),
     ("crc_errors", "CRC errors"),
     ("lost_packets", "lost packets"),
-    ("frame_count", "frames (board)"),
-    ("imaging_frames", "frames (imaging)"),
+    ("lever_missing_samples", "missing samples"),
+    ("frames", "frames (clock)"),
 )
 _SUBJECT_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+#: The rotarod runs one mouse per lane: "m1,m2,m3" puts m1 on lane 1.
+_LANES_RE = re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")
 
 
 def describe_rig(rig: RigConfig) -> str:
@@ -123,6 +125,9 @@ class SessionPanel(QWidget):
         self.health.setHorizontalHeaderLabels([h for _, h in HEALTH_COLUMNS])
         self.health.setMaximumHeight(110)
         self._health_rows: dict[str, int] = {}
+        self.frames_board: int | None = None
+        self.frames_imaging: int | None = None
+        self.frame_check = QLabel("frames: clock - / imaging -")
 
         top = QFormLayout()
         top.addRow("rig", self.rig_label)
@@ -145,6 +150,7 @@ class SessionPanel(QWidget):
         layout.addLayout(counters)
         layout.addWidget(QLabel("device health"))
         layout.addWidget(self.health)
+        layout.addWidget(self.frame_check)
 
         self.task.currentTextChanged.connect(self._build_form)
         self.subject.textChanged.connect(self._subject_changed)
@@ -160,13 +166,20 @@ class SessionPanel(QWidget):
         self.form = ParamsForm(self.tasks[task])
         self.form.validity_changed.connect(lambda _v: self._update_buttons())
         self.form_area.setWidget(self.form)
-        self._update_buttons()
+        self._subject_changed(self.subject.text())
+
+    def subject_ok(self) -> bool:
+        rotarod = self.task.currentText() == "rotarod"
+        return bool((_LANES_RE if rotarod else _SUBJECT_RE).match(self.subject.text()))
 
     def _subject_changed(self, text: str) -> None:
-        ok = bool(_SUBJECT_RE.match(text))
+        ok = self.subject_ok()
         self.subject.setStyleSheet("" if ok else "border: 1px solid #c62828;")
         if not ok:
-            self.subject_state.setText("subject id: letters, digits, _ . - only")
+            hint = "; rotarod: one per lane, comma-separated" if "," in text else ""
+            self.subject_state.setText(f"subject id: letters, digits, _ . - only{hint}")
+        elif "," in text:
+            self.subject_state.setText(f"{len(text.split(','))} lanes")
         else:
             try:
                 self.subject_state.setText(describe_subject(self._load_subject(text)))
@@ -175,12 +188,7 @@ class SessionPanel(QWidget):
         self._update_buttons()
 
     def can_start(self) -> bool:
-        return (
-            not self.running
-            and self.form is not None
-            and self.form.valid
-            and bool(_SUBJECT_RE.match(self.subject.text()))
-        )
+        return not self.running and self.form is not None and self.form.valid and self.subject_ok()
 
     def _update_buttons(self) -> None:
         self.start_button.setEnabled(self.can_start())
@@ -222,7 +230,10 @@ class SessionPanel(QWidget):
                 self.elapsed.setText(text)
 
     def on_trial(self, record: dict[str, Any]) -> None:
-        self.outcomes.append(str(record.get("outcome", "")))
+        if "outcome" not in record:  # a rotarod lane record: counted, no success rate
+            self.trials.setText(str(int(self.trials.text() or 0) + 1))
+            return
+        self.outcomes.append(str(record["outcome"]))
         ul = float(record.get("reward_ul") or 0.0)
         if record.get("outcome") == "reward" or ul > 0:
             self.rewards += 1
@@ -240,7 +251,28 @@ class SessionPanel(QWidget):
         self.success.setText(f"{100 * rate[-1]:.0f} %" if rate.size else "-")
         self.reward_label.setText(f"{self.rewards} ({self.reward_ul:.1f} µl)")
 
+    def on_imaging_stats(self, stats: dict[str, Any]) -> None:
+        n = stats.get("frames_processed", stats.get("frame_index"))
+        if n is not None:
+            self.frames_imaging = int(n)
+            self._show_frames()
+
+    def _show_frames(self) -> None:
+        b = "-" if self.frames_board is None else str(self.frames_board)
+        i = "-" if self.frames_imaging is None else str(self.frames_imaging)
+        self.frame_check.setText(f"frames: clock {b} / imaging {i}")
+        # ScanImage may be a frame ahead of its clock edge; more than that is a real gap.
+        bad = (
+            self.frames_board is not None
+            and self.frames_imaging is not None
+            and abs(self.frames_board - self.frames_imaging) > 1
+        )
+        self.frame_check.setStyleSheet("color: #c62828;" if bad else "")
+
     def on_health(self, device: str, stats: dict[str, Any]) -> None:
+        if "frames" in stats and stats["frames"] is not None:
+            self.frames_board = int(stats["frames"])
+            self._show_frames()
         row = self._health_rows.get(device)
         if row is None:
             row = self.health.rowCount()

@@ -106,6 +106,8 @@ class TrialPanel(QWidget):
         self._redraw()
 
     def add_trial(self, record: dict[str, Any]) -> None:
+        if "outcome" not in record:
+            return  # not a lever trial (rotarod lanes have their own panel)
         self.records.append(record)
         context = str(record.get("context", "self_initiated"))
         t_cross = record.get("t_cross_us")

@@ -1,0 +1,128 @@
+"""The window on the real runner and the simulated rig (hardware_configs/sim.yaml).
+
+Start a session from the session panel, see trials arrive, stop it; a manual reward is logged
+in the session; closing the window mid-session leaves the valve closed and the folder complete.
+The simulated board runs 10x faster than real time so a few trials take a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gui.app import MainWindow
+from gui.threadcheck import ThreadChecker
+from rig.core.store import SessionReader
+from tests.gui_helpers import sim_rig
+
+pytestmark = pytest.mark.timeout(120)
+
+FAST_PARAMS = {
+    "block_trials": 2,
+    "self_initiated": {"iti_s": 0.5, "quiet_s": 0.2, "hold_ms": 100},
+    "cue_triggered": {
+        "iti_min_s": 0.5,
+        "iti_max_s": 0.6,
+        "quiet_precue_s": 0.2,
+        "hold_ms": 100,
+        "response_window_s": 3,
+    },
+}
+
+
+@pytest.fixture
+def window(qtbot, tmp_path):
+    rig = sim_rig(tmp_path)
+    lb = rig.lever_board
+    assert lb is not None and lb.driver == "sim"
+    # A skilled simulated mouse: trials end in board seconds, not minutes.
+    rig = rig.model_copy(
+        update={
+            "lever_board": lb.model_copy(
+                update={"mouse": lb.mouse.model_copy(update={"skill": 0.9})}
+            )
+        }
+    )
+    win = MainWindow(rig, session_extra={"speed": 10.0})
+    qtbot.addWidget(win)
+    win.confirm_close = lambda: True  # type: ignore[method-assign]
+    win.show()
+    sp = win.session_panel
+    sp.subject.setText("gui_mouse")
+    sp.task.setCurrentText("mixed")
+    sp.form.set_values(FAST_PARAMS)
+    assert sp.form.valid, sp.form.errors
+    yield win
+    if win.runner is not None:
+        win.stop_session("test teardown")
+    win.bridge.stop()
+
+
+def _events(folder):
+    lines = (folder / "events.jsonl").read_text().splitlines()[1:]
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def test_start_see_trials_stop_with_no_off_thread_qt(qtbot, window):
+    checker = ThreadChecker()
+    window.bridge.checker = checker
+    sp = window.session_panel
+    with checker:  # hooks the runner's, the board's and the writer's threads, started below
+        sp.start_button.click()
+        assert window.runner is not None and window.runner.running, window.log_panel.lines
+        qtbot.waitUntil(lambda: len(window.trial_panel.records) >= 3, timeout=60_000)
+        qtbot.waitUntil(lambda: window.lever_panel.n_redraws >= 5, timeout=10_000)
+        qtbot.waitUntil(lambda: sp.health.rowCount() == 1, timeout=10_000)
+        folder = window.runner.session_dir
+        sp.stop_button.click()
+    assert window.runner is None and not sp.running
+    assert checker.violations == [], checker.violations
+    reader = SessionReader(folder)
+    assert reader.status == "complete"
+    trials = list(reader.trials())
+    assert len(trials) == len(window.trial_panel.records) == int(sp.trials.text())
+    assert {r["context"] for r in window.trial_panel.records} <= {"self_initiated", "cue_triggered"}
+    assert window.lever_panel.visible_samples().size > 100
+    assert window.lever_panel.transitions, "no trial state was shaded"
+    assert sp.health.item(0, 0).text() == "yes"
+    assert "gui_mouse" in sp.subject_state.text() or "sessions" in sp.subject_state.text()
+
+
+def test_manual_reward_is_logged_in_the_session(qtbot, window):
+    window.session_panel.start_button.click()
+    runner = window.runner
+    assert runner is not None and runner.running, window.log_panel.lines
+    window.manual_panel.reward_ul.setValue(3.0)
+    window.manual_panel.reward_button.click()
+    folder = runner.session_dir
+    qtbot.waitUntil(
+        lambda: any(e["name"] == "manual_reward" for e in _events(folder)), timeout=10_000
+    )
+    qtbot.waitUntil(lambda: window.session_panel.reward_ul >= 3.0, timeout=10_000)
+    window.stop_session()
+    events = _events(folder)
+    manual = [e for e in events if e["name"] == "manual_reward"]
+    assert manual[0]["source"] == "gui" and manual[0]["data"]["volume_ul"] == 3.0
+    # the board opened the valve for it (a task reward may also be in the log)
+    assert any(e["name"] == "valve_on" for e in events)
+
+
+def test_close_mid_session_leaves_valve_closed_and_folder_complete(qtbot, window):
+    window.session_extra["speed"] = 1.0  # a flush that is still open when the window closes
+    window.session_panel.start_button.click()
+    runner = window.runner
+    assert runner is not None and runner.running, window.log_panel.lines
+    engine = runner.conn.closers[0].__self__.board.engine  # the simulated board's I/O state
+    window.manual_panel.flush_ms.setValue(450)
+    window.manual_panel.flush_button.click()
+    qtbot.waitUntil(lambda: engine.valve_on, timeout=5000)
+    folder = runner.session_dir
+    assert window.close()
+    assert not runner.running and not engine.valve_on
+    reader = SessionReader(folder)
+    assert reader.status == "complete" and reader.meta.stop_reason == "window closed mid-session"
+    names = [e["name"] for e in _events(folder)]
+    assert names[-1] == "session_stop"
+    valve = [n for n in names if n in ("valve_on", "valve_off")]
+    assert valve and valve[-1] == "valve_off"
