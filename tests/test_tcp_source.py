@@ -332,3 +332,25 @@ def test_random_headers_never_pass_unchecked() -> None:
         )  # fmt: skip
 
     roundtrip()
+
+
+def test_rig_imaging_receive_reports_the_stream() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-u", "-m", "rig", "imaging", "receive", "--port", "0",
+           "--accept-timeout", "30"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=REPO)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # blocks until the receiver is listening
+        assert first.startswith("listening on 127.0.0.1:"), first
+        port = int(first.rsplit(":", 1)[1])
+        frames = [f for f in _frames(10) if f[0] != 4]
+        send_frames(frames, port=port)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "received 9 frames (16, 12) int16" in out
+    assert "gaps [(5, 6)] (1 missing)" in out and "(30.00 Hz)" in out

@@ -90,6 +90,53 @@ def send(
     typer.echo(f"sent {n} frames to {host}:{port}")
 
 
+@imaging_app.command("receive")
+def receive(
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on")] = 5555,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    frames: Annotated[
+        int, typer.Option(min=0, help="stop after this many frames (0 = until the sender stops)")
+    ] = 0,
+    accept_timeout: Annotated[float, typer.Option(help="wait this long for a sender, s")] = 60.0,
+    max_frame_mb: Annotated[float, typer.Option(help="largest frame accepted, MiB")] = 64.0,
+) -> None:
+    """Listen for a frame stream (motorRigStream.m or `rig imaging send`) and report on it.
+
+    For checking a ScanImage installation: prints shape, dtype, frame rate and any gaps.
+    """
+    import time
+
+    from acquisition.sources.base import FrameSourceError
+    from acquisition.sources.tcp import TcpFrameSource
+
+    src = TcpFrameSource(
+        host, port, max_frame_bytes=int(max_frame_mb * 2**20), accept_timeout_s=accept_timeout
+    )
+    n, t_first, t_last, i_first, i_last = 0, None, None, 0, 0
+    try:
+        with src:
+            typer.echo(f"listening on {host}:{src.port}")
+            t0 = time.monotonic()
+            for index, t_s, _ in src:
+                n += 1
+                if t_first is None:
+                    t_first, i_first = t_s, index
+                t_last, i_last = t_s, index
+                if frames and n >= frames:
+                    break
+            wall_s = time.monotonic() - t0
+    except FrameSourceError as exc:
+        typer.echo(f"rig imaging receive: {exc} (after {n} frames)", err=True)
+        raise typer.Exit(1) from exc
+    span_s = (t_last - t_first) if t_first is not None and t_last is not None else 0.0
+    # From frame numbers, not the count received, so gaps do not lower the rate.
+    rate_hz = (i_last - i_first) / span_s if span_s > 0 else 0.0
+    typer.echo(
+        f"received {n} frames {src.shape} {src.dtype} in {wall_s:.2f} s; timestamps span "
+        f"{span_s:.3f} s ({rate_hz:.2f} Hz); gaps {src.gaps or 'none'} ({src.n_missing} missing)"
+    )
+
+
 def register(app: typer.Typer, bench_app: typer.Typer) -> None:
     """Add this module's commands to the main app and the `rig bench` group."""
     app.add_typer(imaging_app, name="imaging")
