@@ -163,3 +163,19 @@ def pinned_copy(xp: ModuleType, a: np.ndarray) -> np.ndarray:
     out = cupyx.empty_pinned(a.shape, a.dtype)
     out[...] = a
     return out
+
+
+_CONSTANTS: dict[tuple[Any, ...], Any] = {}
+
+
+def cached_constant(xp: ModuleType, key: tuple[Any, ...], make: Any) -> Any:
+    """``xp.asarray(make())`` computed once per ``(backend, key)``.
+
+    Hot paths use it for small constant arrays (frequency grids, index lists): on CuPy a fresh
+    ``asarray`` of host data is a blocking copy that stalls the stream pipeline.
+    """
+    k = (xp.__name__, *key)
+    a = _CONSTANTS.get(k)
+    if a is None:
+        a = _CONSTANTS[k] = xp.asarray(make())
+    return a

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from acquisition.xp import fft_module, to_host
+from acquisition.xp import cached_constant, fft_module, to_host
 
 _EPS = 1e-6
 
@@ -76,7 +76,7 @@ def correct_line_phase(xp: ModuleType, frames: Any, phase_px: float) -> Any:
         return frames
     fft = fft_module(xp)
     nx = frames.shape[-1]
-    k = xp.asarray(np.fft.rfftfreq(nx).astype(np.float32))
+    k = cached_constant(xp, ("rfftfreq", nx), lambda: np.fft.rfftfreq(nx).astype(np.float32))
     ramp = xp.exp((2j * np.pi * phase_px) * k).astype(xp.complex64)
     frames[..., 1::2, :] = fft.irfft(fft.rfft(odd, axis=-1) * ramp, n=nx, axis=-1)
     return frames

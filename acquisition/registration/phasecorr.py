@@ -127,6 +127,19 @@ def _window_indices(n: int, m: int) -> np.ndarray:
     return np.mod(lags, n)
 
 
+_INDEX_CACHE: dict[tuple[str, int, int], Any] = {}
+
+
+def _device_window_indices(xp: ModuleType, n: int, m: int) -> Any:
+    """:func:`_window_indices` as a cached ``xp`` array: uploading it on every call would be a
+    blocking host-to-device copy in the middle of the GPU pipeline."""
+    key = (xp.__name__, n, m)
+    a = _INDEX_CACHE.get(key)
+    if a is None:
+        a = _INDEX_CACHE[key] = xp.asarray(_window_indices(n, m))
+    return a
+
+
 def _limits(shape: tuple[int, ...], max_shift_px: int) -> tuple[int, int]:
     ny, nx = shape[-2:]
     return int(min(max_shift_px, ny // 3)), int(min(max_shift_px, nx // 3))
@@ -147,12 +160,13 @@ def correlation_window(xp: ModuleType, spec: Any, shape: tuple[int, int], max_sh
     if is_cupy(xp):
         # cuFFT's 2-D plan beats two 1-D passes with a strided axis; the saving is a CPU thing
         c = fft.irfft2(spec, s=shape)
-        c = xp.take(c, xp.asarray(_window_indices(ny, my)), axis=-2)
-        return xp.take(c, xp.asarray(_window_indices(nx, mx)), axis=-1)
+        c = xp.take(c, _device_window_indices(xp, ny, my), axis=-2)
+        return xp.take(c, _device_window_indices(xp, nx, mx), axis=-1)
     c = fft.ifft(spec, axis=-2)
-    c = xp.take(c, xp.asarray(_window_indices(ny, my)), axis=-2)
+    c = xp.take(c, _device_window_indices(xp, ny, my), axis=-2)
     c = fft.irfft(c, n=nx, axis=-1)
-    return xp.take(c, xp.asarray(_window_indices(nx, mx)), axis=-1).astype(xp.float32, copy=False)
+    out = xp.take(c, _device_window_indices(xp, nx, mx), axis=-1)
+    return out.astype(xp.float32, copy=False)
 
 
 def peak_subpixel(xp: ModuleType, corr: Any, max_shift_px: int) -> tuple[Any, Any]:

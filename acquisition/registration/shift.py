@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from acquisition.registration import fused
-from acquisition.xp import fft_module, is_cupy, to_host
+from acquisition.xp import cached_constant, fft_module, is_cupy, to_host
 
 
 def shift_fourier(xp: ModuleType, frames: Any, shifts: Any) -> Any:
@@ -39,8 +39,8 @@ def shift_fourier(xp: ModuleType, frames: Any, shifts: Any) -> Any:
     """
     fft = fft_module(xp)
     ny, nx = frames.shape[-2:]
-    fy = xp.asarray(np.fft.fftfreq(ny).astype(np.float32))
-    fx = xp.asarray(np.fft.rfftfreq(nx).astype(np.float32))
+    fy = cached_constant(xp, ("fftfreq", ny), lambda: np.fft.fftfreq(ny).astype(np.float32))
+    fx = cached_constant(xp, ("rfftfreq", nx), lambda: np.fft.rfftfreq(nx).astype(np.float32))
     f = fft.rfft2(frames)
     s = xp.asarray(shifts, dtype=xp.float32)
     # out(y) = in(y + d)  <=>  OUT(k) = IN(k) * exp(+2 pi i k d)
