@@ -51,12 +51,27 @@ static inline void fp_write(const FastPin& p, bool v) {
 }
 
 void out_valve(bool on) { fp_write(fp_valve, on); }
+// Square wave on PIN_TONE from Timer2 in CTC mode, toggled by its compare interrupt. Our own
+// instead of Arduino's tone(), which spends a long time in divisions when it starts.
+static FastPin fp_tone;
+static const uint8_t T2_SHIFT[] PROGMEM = {0, 3, 5, 6, 7, 8, 10};  // prescalers 1, 8, 32 .. 1024
+
 void out_tone(uint16_t freq_hz) {
-  if (freq_hz)
-    tone(PIN_TONE, freq_hz);
-  else
-    noTone(PIN_TONE);
+  TIMSK2 &= ~_BV(OCIE2A);
+  fp_write(fp_tone, false);
+  if (!freq_hz) return;
+  uint32_t half_period = (F_CPU / 2) / freq_hz;  // CPU cycles per half wave
+  uint8_t cs = 0;
+  while (cs < 6 && (half_period >> pgm_read_byte(&T2_SHIFT[cs])) > 256) cs++;
+  TCCR2A = _BV(WGM21);
+  TCCR2B = cs + 1;
+  OCR2A = (uint8_t)((half_period >> pgm_read_byte(&T2_SHIFT[cs])) - 1);
+  TCNT2 = 0;
+  TIFR2 = _BV(OCF2A);
+  TIMSK2 |= _BV(OCIE2A);
 }
+
+ISR(TIMER2_COMPA_vect) { *fp_tone.reg ^= fp_tone.mask; }
 void out_ttl(uint8_t value) {
   for (uint8_t i = 0; i < 4; i++) fp_write(fp_ttl[i], value & (1 << i));
 }
@@ -116,7 +131,7 @@ ISR(ADC_vect, ISR_NOBLOCK) {
 
 // ---------------------------------------------------------------- frame clock
 #if BOARD_KIND == 1
-#define FR_RING 8
+#define FR_RING 4  // 4 ms of slack at a 1 kHz frame clock; an Uno has 2 KB of RAM
 #else
 #define FR_RING 32
 #endif
@@ -374,8 +389,7 @@ void setup() {
   fp_valve = out_pin(PIN_VALVE);
   fp_code = out_pin(PIN_TRIAL_CODE);
   for (uint8_t i = 0; i < 4; i++) fp_ttl[i] = out_pin(PIN_TTL[i]);
-  pinMode(PIN_TONE, OUTPUT);
-  digitalWrite(PIN_TONE, LOW);
+  fp_tone = out_pin(PIN_TONE);
   pinMode(PIN_LICK, INPUT);
   // The lick pin is read at each tick, not by interrupt; but its external-interrupt sense
   // defaults to "low level", which makes simavr poll the pin every cycle while it is low.

@@ -6,9 +6,6 @@
 #include "protocol.h"
 
 LinkCounters link_counters;
-static uint8_t rx_frame[MAX_FRAME];
-static uint8_t rx_len;
-static bool rx_overflow;
 static uint8_t tx_seq;
 static bool rx_synced;
 static uint8_t rx_expected_seq;
@@ -22,11 +19,20 @@ static uint8_t rx_expected_seq;
 #define RX_VECT USART_RX_vect
 #define UDRE_VECT USART_UDRE_vect
 #endif
-#define RX_RING 64  // powers of two; 64 B = 640 µs of input at 1 Mbaud between main-loop polls
-#define TX_RING 64
-static uint8_t rx_ring[RX_RING], tx_ring[TX_RING];
-static volatile uint8_t rx_head, rx_tail, tx_head, tx_tail;
-static volatile uint16_t rx_overruns;
+#define TX_RING 64  // power of two
+static uint8_t tx_ring[TX_RING];
+static volatile uint8_t tx_head, tx_tail;
+
+// Receive: the RX interrupt assembles frames (up to the 0x00 delimiter) straight into one of two
+// buffers, so the main loop may take up to a whole frame time (1.3 ms for the longest) to handle
+// the previous frame, however long a tick runs. With both buffers full, input is discarded up to
+// the next delimiter (and counted).
+static uint8_t rx_buf[2][MAX_FRAME];
+static uint8_t rx_buf_len[2];
+static uint8_t rx_w, rx_r, rx_len;           // buffer being written, next to read, bytes so far
+static volatile uint8_t rx_ready;            // complete frames waiting (0..2)
+static bool rx_discard;                      // drop bytes up to the next delimiter
+static volatile uint8_t rx_isr_errors;       // folded into cobs_errors by the main loop
 
 void link_begin(uint32_t baud) {
   // U2X: 16 MHz reaches 1 Mbaud exactly (UBRR = 1)
@@ -38,13 +44,25 @@ void link_begin(uint32_t baud) {
 
 ISR(RX_VECT) {
   uint8_t b = UDR0;
-  uint8_t next = (rx_head + 1) & (RX_RING - 1);
-  if (next == rx_tail) {
-    if (rx_overruns != 0xFFFF) rx_overruns++;  // the frame then fails COBS/CRC and is counted
+  if (rx_discard) {
+    if (b == 0) rx_discard = false;
     return;
   }
-  rx_ring[rx_head] = b;
-  rx_head = next;
+  if (b != 0) {
+    if (rx_ready == 2 || rx_len == MAX_FRAME) {
+      if (rx_isr_errors != 0xFF) rx_isr_errors++;  // no free buffer, or oversize
+      rx_discard = true;
+      rx_len = 0;
+      return;
+    }
+    rx_buf[rx_w][rx_len++] = b;
+    return;
+  }
+  if (rx_len == 0) return;  // extra delimiters are allowed
+  rx_buf_len[rx_w] = rx_len;
+  rx_len = 0;
+  rx_w ^= 1;
+  rx_ready++;
 }
 
 ISR(UDRE_VECT) {
@@ -56,26 +74,8 @@ ISR(UDRE_VECT) {
   tx_tail = (tx_tail + 1) & (TX_RING - 1);
 }
 
-static inline bool rx_available() { return rx_head != rx_tail; }
-
-static uint8_t rx_read() {
-  uint8_t b = rx_ring[rx_tail];
-  rx_tail = (rx_tail + 1) & (RX_RING - 1);
-  return b;
-}
-
-static void tx_write(uint8_t b) {
-  uint8_t next = (tx_head + 1) & (TX_RING - 1);
-  while (next == tx_tail) {
-    // full: the UDRE interrupt drains it (main loop only, interrupts are on)
-  }
-  tx_ring[tx_head] = b;
-  tx_head = next;
-  UCSR0B |= _BV(UDRIE0);
-}
-
 uint8_t link_tx_room() { return (TX_RING - 1) - ((tx_head - tx_tail) & (TX_RING - 1)); }
-bool link_rx_pending() { return rx_available(); }
+bool link_rx_pending() { return rx_ready != 0; }
 
 // Decode COBS in place; returns the decoded length or -1 on bad stuffing.
 static int16_t cobs_decode(uint8_t* buf, uint8_t len) {
@@ -89,49 +89,42 @@ static int16_t cobs_decode(uint8_t* buf, uint8_t len) {
   return out;
 }
 
-static void handle_frame(PacketHandler handler) {
-  if (rx_len == 0) return;  // extra delimiters are allowed
-  int16_t n = cobs_decode(rx_frame, rx_len);
-  if (n < 0) {
-    sat_inc(link_counters.cobs_errors);
-    return;
-  }
+static void handle_frame(uint8_t* frame, uint8_t len, PacketHandler handler) {
+  int16_t n = cobs_decode(frame, len);
   if (n < 4) {
-    sat_inc(link_counters.cobs_errors);  // runt
+    sat_inc(link_counters.cobs_errors);  // bad stuffing or runt
     return;
   }
-  uint16_t crc = get_u16(rx_frame + n - 2);
-  if (crc16(rx_frame, n - 2) != crc) {
+  uint16_t crc = get_u16(frame + n - 2);
+  if (crc16(frame, n - 2) != crc) {
     sat_inc(link_counters.crc_errors);
     return;
   }
-  uint8_t seq = rx_frame[1];
+  uint8_t seq = frame[1];
   if (rx_synced) {
     uint8_t d = seq - rx_expected_seq;
     for (uint8_t i = 0; i < d; i++) sat_inc(link_counters.lost);
   }
   rx_synced = true;
   rx_expected_seq = seq + 1;
-  handler(rx_frame[0], seq, rx_frame + 2, (uint8_t)(n - 4));
+  handler(frame[0], seq, frame + 2, (uint8_t)(n - 4));
 }
 
 void link_poll(PacketHandler handler) {
-  // Bounded so that a flood of input cannot starve the transmit side of the main loop.
-  for (uint8_t budget = 64; budget && rx_available(); budget--) {
-    uint8_t b = rx_read();
-    if (b == 0) {
-      if (!rx_overflow) handle_frame(handler);
-      rx_len = 0;
-      rx_overflow = false;
-    } else if (rx_overflow) {
-      // discard up to the next delimiter
-    } else if (rx_len == MAX_FRAME) {
-      rx_overflow = true;
-      sat_inc(link_counters.cobs_errors);  // oversize
-    } else {
-      rx_frame[rx_len++] = b;
-    }
+  if (rx_isr_errors) {
+    cli();
+    uint8_t e = rx_isr_errors;
+    rx_isr_errors = 0;
+    sei();
+    while (e--) sat_inc(link_counters.cobs_errors);
   }
+  // One frame per call, so that a flood of input cannot starve the transmit side.
+  if (!rx_ready) return;
+  handle_frame(rx_buf[rx_r], rx_buf_len[rx_r], handler);
+  rx_r ^= 1;
+  cli();
+  rx_ready--;
+  sei();
 }
 
 // One pass: COBS-encode type|seq|body|crc straight into the transmit ring behind tx_head, and

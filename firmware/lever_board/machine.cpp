@@ -61,7 +61,7 @@ struct HostReq {
   uint8_t kind;
   uint16_t a, b;
 };
-#define HREQ_RING 8
+#define HREQ_RING 4  // host requests between two ticks
 static HostReq hreqs[HREQ_RING];
 static volatile uint8_t hq_head, hq_tail;
 

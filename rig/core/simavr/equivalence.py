@@ -106,6 +106,8 @@ def random_trace(
             continue
         n_pulls = int(rng.integers(2, 6)) if kind == "fast" else 1
         for _ in range(n_pulls):
+            if t >= duration_ms:
+                break
             amp = {
                 "hold": rng.uniform(60, 110),
                 "early": rng.uniform(40, 110),
