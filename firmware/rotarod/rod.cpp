@@ -10,7 +10,7 @@
 //
 // The 64-bit DDS runs in the main loop (rod_service), a few steps ahead, and queues the tick of
 // each step; the tick ISR only compares its tick count with the queue head. avr-gcc's 64-bit
-// arithmetic inside the ISR took most of the 800-cycle tick and starved Timer0 (rod_now_us()).
+// arithmetic inside the ISR took most of the 800-cycle tick and starved everything else.
 #include "rod.h"
 
 #include <Arduino.h>
@@ -109,10 +109,12 @@ static void capture_speed(RodSpeed *sp) {
     sp->window_ticks = 0;
     return;
   }
+  // no % and no 32-bit multiply here: a report tick must stay inside its 50 us
   uint8_t n = slots_filled;  // boundaries available; the oldest is n - 1 slots back
-  uint8_t oldest = (uint8_t)((slot_i + (ROD_WINDOW_SLOTS + 1) - n) % (ROD_WINDOW_SLOTS + 1));
-  sp->window_steps = steps - slot_steps[oldest];
-  sp->window_ticks = (uint32_t)(ROD_SLOT_TICKS - slot_countdown) + (uint32_t)(n - 1) * ROD_SLOT_TICKS;
+  int8_t oldest = (int8_t)(slot_i - n);
+  if (oldest < 0) oldest += ROD_WINDOW_SLOTS + 1;
+  sp->window_steps = steps - slot_steps[(uint8_t)oldest];
+  sp->window_ticks = (uint16_t)(ROD_SLOT_TICKS - slot_countdown) + (uint16_t)((n - 1) * ROD_SLOT_TICKS);
 }
 
 uint32_t rod_measured_mrpm(const RodSpeed *sp) {
@@ -127,10 +129,12 @@ uint32_t rod_nominal_mrpm(uint32_t t) {
   return start_mrpm_ + (uint32_t)(((uint64_t)(end_mrpm_ - start_mrpm_) * t) / ramp_ticks);
 }
 
+static inline uint64_t tick_us();
+
 static void end_ramp(uint8_t reason) {
   running = false;
   STEP_PORT &= ~_BV(STEP_BIT);
-  ended_us = rod_now_us();
+  ended_us = reason == 0 ? tick_us() : rod_now_us();
   ended_steps = steps;
   ended_reason = reason;
   ended_flag = true;
@@ -159,7 +163,7 @@ static inline void sample_lanes(uint8_t kind, uint8_t raw, uint8_t active_low, u
     Lane &l = lanes[kind][i];
     if (l.reported) continue;  // still down after its report (or since before the start)
     if (l.held == 0) {
-      l.onset_us = rod_now_us();
+      l.onset_us = tick_us();
       capture_speed(&l.onset);
       busy[kind] |= bit;
     }
@@ -193,7 +197,29 @@ static uint16_t next_compare;
 
 ISR(TIMER1_OVF_vect) { t1_overflows++; }
 
-uint64_t rod_now_us() {
+// Timer counts (0.5 us) hi:lo -> us, assembled bytewise: avr-gcc's 64-bit shifts and divides
+// are library loops (a shift by 32 alone costs ~300 cycles, too much inside the 50 us tick).
+static uint64_t counts_to_us(uint32_t hi, uint16_t lo) {
+#if F_CPU == 16000000UL
+  union {
+    uint64_t v;
+    uint16_t w[4];
+  } u;
+  uint32_t half_hi = hi >> 1;
+  u.w[0] = (uint16_t)((lo >> 1) | ((uint16_t)(hi & 1) << 15));
+  u.w[1] = (uint16_t)half_hi;
+  u.w[2] = (uint16_t)(half_hi >> 16);
+  u.w[3] = 0;
+  return u.v;
+#elif F_CPU == 8000000UL
+  return ((uint64_t)hi << 16) | lo;
+#else
+#error "the rotarod clock supports 8 and 16 MHz"
+#endif
+}
+
+// Time of the latest moment the timer read `count` (at most one wrap, 32 ms, ago).
+static uint64_t time_at_count(uint16_t count) {
   uint8_t sreg = SREG;
   cli();
   uint16_t lo = TCNT1;
@@ -202,23 +228,32 @@ uint64_t rod_now_us() {
   // after that wrap
   if ((TIFR1 & _BV(TOV1)) && lo < 0x8000) hi++;
   SREG = sreg;
-  // a shift, not a division: avr-gcc calls the generic 64-bit divide for `/ 2`, ~1000 cycles
-#if F_CPU == 16000000UL
-  // (hi:lo) / 2 built from 32-bit halves: avr-gcc's 64-bit shifts are library loops
-  uint32_t low32 = ((uint32_t)(hi << 15)) | (lo >> 1);
-  return ((uint64_t)(hi >> 17) << 32) | low32;
-#elif F_CPU == 8000000UL
-  return ((uint64_t)hi << 16) | lo;
-#else
-#error "rod_now_us supports 8 and 16 MHz"
-#endif
+  uint16_t back = (uint16_t)(lo - count);
+  if (back > lo) hi--;  // borrow across the wrap
+  return counts_to_us(hi, (uint16_t)(lo - back));
 }
+
+uint64_t rod_now_us() {
+  uint8_t sreg = SREG;
+  cli();
+  uint16_t lo = TCNT1;
+  uint32_t hi = t1_overflows;
+  if ((TIFR1 & _BV(TOV1)) && lo < 0x8000) hi++;
+  SREG = sreg;
+  return counts_to_us(hi, lo);
+}
+
+// The compare value of the tick being processed: stamps are the tick's scheduled time, not the
+// moment the ISR reached that line (which depends on what else the tick did).
+static uint16_t tick_compare;
+static inline uint64_t tick_us() { return time_at_count(tick_compare); }
 
 static volatile uint16_t tick_overruns;
 static inline void tick_body() __attribute__((always_inline));
 
 ISR(TIMER1_COMPA_vect) {
   for (;;) {
+    tick_compare = next_compare;
     next_compare += TICK_COUNTS;
     OCR1A = next_compare;
     tick_body();
@@ -238,7 +273,7 @@ static inline void tick_body() {
   if (was_running) {
     uint32_t k = tick;  // this tick is at k * 50 us after the ramp start
     if (k == 0) {
-      started_us = rod_now_us();
+      started_us = tick_us();
       started_flag = true;
     }
     uint8_t t = step_tail;
@@ -257,7 +292,7 @@ static inline void tick_body() {
     }
     if (k != 0 && --report_countdown == 0) {
       report_countdown = ROD_REPORT_TICKS;
-      report.t_us = rod_now_us();
+      report.t_us = tick_us();
       capture_speed(&report.speed);
       report_flag = true;
     }
@@ -339,7 +374,8 @@ uint8_t rod_start(uint32_t start_mrpm, uint32_t end_mrpm, uint32_t ramp_ms, uint
   ramp_ticks = ramp_ms * (ROD_TICK_HZ / 1000);
   max_ticks = max_ms * (ROD_TICK_HZ / 1000);
   slot_countdown = ROD_SLOT_TICKS;
-  report_countdown = ROD_REPORT_TICKS;
+  // reports fall half a slot after a slot boundary, so the two never share a tick
+  report_countdown = ROD_REPORT_TICKS + ROD_SLOT_TICKS / 2;
   slot_steps[0] = 0;  // the t = 0 boundary
   slot_i = 1;
   slots_filled = 1;
