@@ -17,6 +17,9 @@ from tasks.params import CueTriggeredParams, MixedParams, SelfInitiatedParams, S
 from tasks.records import TrialRecord
 from tasks.shaping import HoldShaper, load_subject, save_subject, subject_path
 from tasks.sim_mouse import Pull, ScriptedMouse
+from tests.simavr_helpers import firmware_uno
+
+__all__ = ["firmware_uno"]  # a fixture, used by name
 
 
 def test_adaptive_rule_steps_caps_and_needs_a_full_window() -> None:
@@ -235,3 +238,50 @@ def test_stop_criteria_and_machine_fits_uno() -> None:
     for i in range(2):
         task.finish(TrialRecord(trial=i, context="cue_triggered", outcome="reward", hold_ms=200))
     assert task.stop_reason(10.0) == "max_rewards reached (2)"
+
+
+# --------------------------------------------------------------------------- real firmware
+@pytest.mark.simavr
+def test_task_machines_on_the_real_firmware(
+    firmware_uno: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Task A's trials (built by the task, thresholds from the calibration) run on the lever
+    firmware under simavr: the task reads the same records from the firmware's trail as from
+    the Python engine's, and the trails agree event for event."""
+    from rig.core.simavr import AvrSim, SteppedBoard
+    from rig.core.simavr.equivalence import Case, FirmwareRunner, compare_trails, run_python
+
+    params = SelfInitiatedParams(iti_s=0.5, quiet_s=0.3, hold_ms=300, consume_s=0.2)
+    task = SelfInitiatedTask(params, CAL, VALVE)
+    plan = task.plan(0)  # fixed ITI: every trial runs this same machine
+    # a twitch in the ITI (restart), a 500 ms hold (reward), then a 100 ms hold (early release)
+    pulls = [
+        Pull(0.2, 0.6, 0.08, 0.05, 0.08),
+        Pull(2.0, 2.0, 0.05, 0.5, 0.05),
+        Pull(4.0, 2.0, 0.05, 0.1, 0.05),
+    ]
+    lever = _lever(pulls, 5.5).astype(np.int16)
+    case = Case(plan.machine, lever, np.zeros(len(lever), np.int8), ("task_a",))
+    elf, harness = firmware_uno
+    with AvrSim(elf, tmp_path / "fw.log", stepped=True, pty=False, harness=harness) as sim:
+        runner = FirmwareRunner(SteppedBoard(sim))
+        runner.setup()
+        fw = runner.run(case)
+    py = run_python(case, fw)
+    assert compare_trails(fw.trail, py) is None
+
+    def records(trail: list) -> list[TrialRecord]:
+        out = []
+        for n in range(fw.first_trial, fw.first_trial + 3):
+            mine = _trial_slice(trail, n)
+            if mine and mine[-1].name == "trial_end":
+                out.append(task.record(plan, mine))
+        return out
+
+    fw_recs, py_recs = records(fw.trail), records(py)
+    assert [r.outcome for r in fw_recs][:2] == ["reward", "early_release"]
+    assert [r.model_dump() for r in fw_recs] == [r.model_dump() for r in py_recs]
+    assert fw_recs[0].iti_restarts == 1
+    valve = [e for e in fw.trail if e.name == "valve_on"]
+    assert valve and valve[0].value == 40  # 4 µl through the rig's valve calibration
+    assert valve[0].t_us - fw_recs[0].t_cross_us == 300_000
