@@ -204,3 +204,34 @@ def test_worker_failure_surfaces_to_the_producer(movie):
         pipe.close()
     with pytest.raises(ValueError, match="processor or a setup"):
         ImagingPipeline()
+
+
+def test_processor_factory_from_rig_config(movie, tmp_path):
+    from acquisition.traces.setup import processor_factory
+    from rig.core.config import ImagingConfig
+
+    np.save(tmp_path / "labels.npy", movie.masks)
+    cfg = ImagingConfig.model_validate(
+        {
+            "source": {"kind": "synthetic", "size_px": 80, "n_cells": 8},
+            "backend": "numpy",
+            "rois": {"kind": "labels", "path": str(tmp_path / "labels.npy")},
+            "neuropil_coefficient": 0.5,
+        }
+    )
+    seen = []
+    setup = processor_factory(cfg, movie.frame_rate_hz, on_rois=seen.append)
+    pipe = ImagingPipeline(setup=setup, warmup_frames=60).start()
+    pipe.feed(SyntheticSource(movie))
+    st = pipe.close()
+    assert st["frames_processed"] == 200
+    assert len(seen) == 1 and len(seen[0]) == int(movie.masks.max())
+    assert pipe.processor is not None
+    assert pipe.processor.tr.opt.neuropil_coefficient == 0.5
+    assert pipe.recent_dff().shape == (200, len(seen[0]))
+    # rois.kind = auto: detection on the registered warm-up frames
+    auto = ImagingConfig.model_validate(
+        {"source": {"kind": "synthetic"}, "backend": "numpy", "rois": {"kind": "auto"}}
+    )
+    proc = processor_factory(auto, 30.0)(movie.frames)
+    assert proc.tr.n >= 1

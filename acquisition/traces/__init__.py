@@ -3,6 +3,7 @@
 
 from acquisition.traces.extract import CausalBaseline, TraceBatch, TraceExtractor, TraceOptions
 from acquisition.traces.processor import FullPathProcessor, ProcessedBatch
+from acquisition.traces.setup import processor_factory, trace_options
 
 __all__ = [
     "CausalBaseline",
@@ -11,4 +12,6 @@ __all__ = [
     "TraceBatch",
     "TraceExtractor",
     "TraceOptions",
+    "processor_factory",
+    "trace_options",
 ]
