@@ -5,7 +5,7 @@ Tests that need the AVR toolchain or simavr skip with the Debian packages to ins
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -49,7 +49,7 @@ def board(firmware_uno: tuple[Path, Path], tmp_path: Path) -> Iterator[SteppedBo
         yield b
 
 
-def is_msg(kind: type) -> object:
+def is_msg(kind: type) -> Callable[[TimedPacket], bool]:
     def pred(p: TimedPacket) -> bool:
         return isinstance(p.item, Packet) and isinstance(p.item.msg, kind)
 
@@ -57,10 +57,10 @@ def is_msg(kind: type) -> object:
 
 
 def last_heartbeat(b: SteppedBoard) -> Heartbeat:
-    p = b.wait_for(is_msg(Heartbeat), 150_000, 5000, "heartbeat")  # type: ignore[arg-type]
+    p = b.wait_for(is_msg(Heartbeat), 150_000, 5000, "heartbeat")
     assert isinstance(p.item, Packet) and isinstance(p.item.msg, Heartbeat)
     return p.item.msg
 
 
 def events(b: SteppedBoard, since: int = 0) -> list[EventMsg]:
-    return [m for _, m in b.messages(EventMsg, since)]  # type: ignore[misc]
+    return [m for _, m in b.messages(EventMsg, since)]

@@ -146,10 +146,10 @@ def test_every_command_gets_one_ack_or_nak(board: SteppedBoard) -> None:
     enc_seq = b.enc.seq
     b.send_raw(frame_raw(0x3E, enc_seq, b""))
     b.enc.seq += 1
-    nak = b.wait_for(is_msg(Nak), what="NAK")  # type: ignore[arg-type]
+    nak = b.wait_for(is_msg(Nak), what="NAK")
     assert isinstance(nak.item, Packet) and nak.item.msg == Nak(enc_seq, 0x3E, 2, 0)
     b.send_raw(frame_raw(OpenValve.TYPE, b.enc.seq, b"\x01"))
-    nak = b.wait_for(is_msg(Nak), what="NAK")  # type: ignore[arg-type]
+    nak = b.wait_for(is_msg(Nak), what="NAK")
     assert isinstance(nak.item, Packet) and nak.item.msg.error == ErrorCode.BAD_LENGTH
     assert nak.item.msg.detail == 2
 

@@ -321,7 +321,7 @@ static void send_lever_batch(uint8_t n) {
   lv_tail_k += (uint32_t)n * decimation;
 }
 
-static uint64_t next_heartbeat_us = 100000;
+static uint32_t next_heartbeat_k = 99;  // tick 99 is at t = 100 ms
 
 static void send_heartbeat(uint64_t now) {
   uint8_t b[28];
@@ -419,11 +419,14 @@ void setup() {
 
 void loop() {
   link_poll(handle_packet);
-  bool sent = pump_output();
-  uint64_t now = timebase_now_us();
-  if (now >= next_heartbeat_us && link_tx_room() >= link_wire_size(28)) {
-    next_heartbeat_us += 100000;
-    send_heartbeat(now);
+  bool sent = false;
+  while (pump_output()) sent = true;
+  cli();
+  uint32_t k_now = tick_k;  // 32-bit: read with interrupts off
+  sei();
+  if ((int32_t)(k_now - next_heartbeat_k) >= 0 && link_tx_room() >= link_wire_size(28)) {
+    next_heartbeat_k += 100;
+    send_heartbeat(timebase_now_us());
     sent = true;
   }
   // Idle sleep until the next interrupt (tick, UART byte in or out, frame edge). `sei` runs the

@@ -9,6 +9,7 @@ of its wire bytes. Tests, the equivalence check and ``rig bench board`` use it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from rig.core.protocol import (
     MAX_CHUNK,
@@ -27,6 +28,8 @@ from rig.core.protocol import (
 )
 from rig.core.simavr.harness import AvrSim, HarnessError
 from rig.core.simavr.simlog import PacketStream, PinEdge, TimedPacket
+
+M = TypeVar("M", bound=Message)
 
 
 class BoardError(HarnessError):
@@ -146,10 +149,10 @@ class SteppedBoard:
         assert reply is not None
         return reply
 
-    def messages(self, kind: type[Message], since: int = 0) -> list[tuple[TimedPacket, Message]]:
+    def messages(self, kind: type[M], since: int = 0) -> list[tuple[TimedPacket, M]]:
         """Every received packet of type ``kind`` (from index ``since`` of ``packets``)."""
-        return [
-            (p, p.item.msg)
-            for p in self.packets[since:]
-            if isinstance(p.item, Packet) and isinstance(p.item.msg, kind)
-        ]
+        out: list[tuple[TimedPacket, M]] = []
+        for p in self.packets[since:]:
+            if isinstance(p.item, Packet) and isinstance(p.item.msg, kind):
+                out.append((p, p.item.msg))
+        return out

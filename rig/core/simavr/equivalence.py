@@ -199,7 +199,7 @@ class FirmwareRunner:
     def _new_events(self) -> list[EventMsg]:
         msgs = [m for _, m in self.b.messages(EventMsg, self._events_seen)]
         self._events_seen = len(self.b.packets)
-        return msgs  # type: ignore[return-value]
+        return msgs
 
     def run(self, case: Case) -> FirmwareRun:
         b = self.b
