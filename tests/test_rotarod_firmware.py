@@ -23,7 +23,7 @@ from rig.core.devices.rotarod import (
     check_hello,
 )
 from rig.core.protocol import Ack, GetHello, Hello, Nak, Packet, PacketEncoder, StreamDecoder
-from tests.rotarod_helpers import F_CPU, SteppedSim, build_rotarod, read_log
+from rig.core.simavr import DEBIAN_PACKAGES, AvrSim, ensure_built, missing_tools
 
 pytestmark = pytest.mark.simavr
 SPR = 3200
@@ -35,9 +35,10 @@ def nominal_rpm(t_s: float, start: float, end: float, ramp_s: float) -> float:
     return min(start + (end - start) * t_s / ramp_s, end)
 
 
-def decode_all(data: bytes) -> list:
+def decode_all(tx: list[tuple[float, int]]) -> list:
+    """Packets in board->host bytes ``(t_us, byte)`` from the harness log."""
     dec = StreamDecoder(ROTAROD_BOARD_TO_HOST)
-    items = dec.feed(data)
+    items = dec.feed(bytes(b for _, b in tx))
     assert dec.stats.errors == 0 and dec.stats.lost == 0, dec.stats
     return [i.msg for i in items if isinstance(i, Packet)]
 
@@ -48,58 +49,57 @@ def first_step_us(start_rpm: float) -> float:
     return np.ceil(60 / (start_rpm * SPR) / 50e-6) * 50.0
 
 
-def run_ramp(tmp_path: Path, ramp_s: float, script: list[tuple[float, str]]) -> dict:
-    """Start a 4 -> 40 rpm ramp, apply ``script`` ((seconds after the ramp start, harness
-    command) pairs), run to the cutoff, and return the decoded packets, the edges and inputs."""
-    elf, avrsim = build_rotarod("uno")
-    log = tmp_path / "avrsim.log"
+def run_ramp(tmp_path: Path, ramp_s: float, script: list[tuple[float, str, int]]) -> dict:
+    """Start a 4 -> 40 rpm ramp, apply ``script`` ((seconds after the ramp start, pin, level)),
+    run to the cutoff, and return the decoded packets, the step edges and the applied inputs.
+
+    Stepped harness: every input lands at an exact simulated time, whatever the host load.
+    """
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}: apt-get install {DEBIAN_PACKAGES}")
+    elf, _ = ensure_built("rotarod", "uno")
     enc = PacketEncoder()
-    with SteppedSim(elf, avrsim, log, watch="D4") as sim:
+    with AvrSim(elf, tmp_path / "avrsim.log", watch=("D4",), stepped=True, pty=False) as sim:
         for pin in FALL_PINS + PASSIVE_PINS:
-            sim.cmd(f"pin {pin} 1")  # sensors idle high (pull-ups)
+            sim.pin(pin, 1)  # sensors idle high (pull-ups)
         sim.run_us(50_000)
-        sim.write(enc.encode(GetHello(1))[1])
-        sim.write(enc.encode(RodConfig(SPR, 5, 500, 0x1F, 0x1F, 0x1F))[1])
+        sim.tx(enc.encode(GetHello(1))[1] + enc.encode(RodConfig(SPR, 5, 500, 31, 31, 31))[1])
         sim.run_us(20_000)
         ramp_ms = round(ramp_s * 1000)
-        sim.write(enc.encode(StartRamp(40000, 4000, ramp_ms, ramp_ms))[1])  # refused: slows down
-        sim.write(enc.encode(StartRamp(4000, 40000, ramp_ms, ramp_ms))[1])
-        cycle = sim.run_us(20_000)
-        sim.wait_bytes(lambda b: any(isinstance(m, RodStarted) for m in decode_all(b)))
-        head = decode_all(sim.take())
-        started = next(m for m in head if isinstance(m, RodStarted))
-        edges, _ = read_log(log)
-        first_edge_us = next(c for c, pin, v in edges if pin == "D4" and v == 1) / F_CPU * 1e6
+        bad = enc.encode(StartRamp(40000, 4000, ramp_ms, ramp_ms))[1]  # refused: slows down
+        sim.tx(bad + enc.encode(StartRamp(4000, 40000, ramp_ms, ramp_ms))[1])
+        sim.run_us(20_000)
+        head = sim.log.read_new()
+        started = next(m for m in decode_all(head.tx) if isinstance(m, RodStarted))
+        first_edge_us = next(e.t_us for e in head.pins if e.pin == "D4" and e.level == 1)
         # simulated µs minus device µs (the board clock starts a fixed time after reset)
         offset_us = first_edge_us - (started.t_us + first_step_us(4.0))
-        now_us = cycle / F_CPU * 1e6
-        for t_s, command in script:
-            at_us = started.t_us + offset_us + t_s * 1e6
-            sim.cmd(f"+{at_us - now_us:.0f} {command}")
+        for t_s, pin, level in script:
+            sim.pin(pin, level, at_us=started.t_us + offset_us + t_s * 1e6)
         sim.run_us(ramp_s * 1e6 + 100_000)
-        sim.wait_bytes(lambda b: any(isinstance(m, RodStopped) for m in decode_all(b)))
-        tail = decode_all(sim.take())
-    edges, inputs = read_log(log)
+        tail = sim.log.read_new()
+    pins = head.pins + tail.pins
     return {
-        "msgs": head + tail,
+        "msgs": decode_all(head.tx + tail.tx),
         "started": started,
         "offset_us": offset_us,
-        "rising_us": np.array([c for c, pin, v in edges if pin == "D4" and v == 1]) / F_CPU * 1e6,
-        "inputs": [(c / F_CPU * 1e6 - offset_us, cmd) for c, cmd in inputs],
+        "rising_us": np.array([e.t_us for e in pins if e.pin == "D4" and e.level == 1]),
+        "inputs": [(t - offset_us, cmd) for t, cmd in head.inputs + tail.inputs],
     }
 
 
 def test_ramp_falls_and_bounce_under_simavr(tmp_path: Path) -> None:
     ramp_s = 30.0
     script = [
-        (5.0, "pin B0 0"),  # lane 0 falls at 5 s and stays down
-        (8.0, "pin B1 0"),  # lane 1: a 300 ms bounce, shorter than the 500 ms debounce
-        (8.3, "pin B1 1"),
-        (12.3456, "pin B3 0"),  # lane 3 falls at 12.3456 s
-        (13.0, "pin B3 1"),  # mouse taken off the plate 654 ms later: one fall only
-        (20.0, "pin C2 0"),  # lane 2 passive rotation sensor
-        (20.6, "pin C2 1"),
-        (25.0, "pin B1 0"),  # lane 1 really falls at 25 s
+        (5.0, "B0", 0),  # lane 0 falls at 5 s and stays down
+        (8.0, "B1", 0),  # lane 1: a 300 ms bounce, shorter than the 500 ms debounce
+        (8.3, "B1", 1),
+        (12.3456, "B3", 0),  # lane 3 falls at 12.3456 s
+        (13.0, "B3", 1),  # mouse taken off the plate 654 ms later: one fall only
+        (20.0, "C2", 0),  # lane 2 passive rotation sensor
+        (20.6, "C2", 1),
+        (25.0, "B1", 0),  # lane 1 really falls at 25 s
     ]
     r = run_ramp(tmp_path, ramp_s, script)
     msgs, t0 = r["msgs"], r["started"].t_us
@@ -140,13 +140,13 @@ def test_ramp_falls_and_bounce_under_simavr(tmp_path: Path) -> None:
     # --- falls: right lane, onset time within 1 ms, rpm at the fall; bounce ignored
     falls = [m for m in msgs if isinstance(m, LaneFall)]
     assert [f.lane for f in falls] == [0, 3, 1]
-    applied = {cmd: t for t, cmd in r["inputs"]}
     for f, cmd in zip(falls, ["pin B0 0", "pin B3 0", "pin B1 0"], strict=True):
         t_applied = [t for t, c in r["inputs"] if c == cmd][-1]
         assert abs(f.t_us - t_applied) < 1000, (f, t_applied)
         t_s = (f.t_us - t0) / 1e6
         assert f.nominal_mrpm / 1000 == pytest.approx(nominal_rpm(t_s, 4, 40, ramp_s), abs=0.01)
         assert f.rpm_mrpm / 1000 == pytest.approx(nominal_rpm(t_s, 4, 40, ramp_s), abs=0.3)
-    assert applied["pin B1 1"] - applied["pin B1 0"] < 500_000  # the bounce was shorter
+    b1 = [t for t, c in r["inputs"] if c.startswith("pin B1") and t > t0]
+    assert len(b1) == 3 and 0 < b1[1] - b1[0] < 500_000  # the bounce was shorter than 500 ms
     passive = [m for m in msgs if isinstance(m, PassiveRotation)]
     assert [(p.lane, round((p.t_us - t0) / 1e5)) for p in passive] == [(2, 200)]
