@@ -8,7 +8,10 @@ so the export and a re-run find the same cells.
 from __future__ import annotations
 
 import io
+import shutil
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -101,6 +104,8 @@ def run_pipeline(
         "source": "motor-rig session",
         "trace_options": params,
         "frame_rate_hz": frame_rate_hz,
+        "warmup_frames": warmup_frames,
+        "max_shift_px": max_shift_px,
     }
     pipe = ImagingPipeline(
         setup=setup,
@@ -117,3 +122,93 @@ def run_pipeline(
         summary = pipe.close()
     summary["n_rois"] = len(chosen["rois"]) if "rois" in chosen else 0
     return summary
+
+
+def session_frames(rig_config: dict[str, Any], n_frames: int) -> Any:
+    """A ``FrameSource`` replaying a session's movie: the TIFF source unpaced, or the synthetic
+    movie regenerated from its seed (``n_frames`` long, as recorded)."""
+    from rig.core.config import RigConfig
+
+    cfg = RigConfig.model_validate(rig_config).imaging
+    if cfg is None:
+        raise ValueError("the session's rig config has no imaging section")
+    src = cfg.source
+    if src.kind == "synthetic":
+        from acquisition.sources.synthetic import SyntheticSource
+
+        return SyntheticSource.generate(
+            n_frames, size_px=src.size_px, n_cells=src.n_cells, frame_rate_hz=src.frame_rate_hz,
+            max_shift_px=src.max_shift_px, seed=src.seed,
+        )  # fmt: skip
+    if src.kind == "tiff":
+        from acquisition.sources import open_source
+
+        return open_source(src, paced=False)
+    raise ValueError(f"imaging source {src.kind!r} is live only (nothing recorded to re-read)")
+
+
+@dataclass
+class ImagingComparison:
+    """Recorded vs re-processed ΔF/F."""
+
+    n_frames: int
+    n_cells: int
+    max_abs_diff: float
+    differences: list[str]
+
+
+def reprocess_imaging(
+    session: Path, out_folder: Path, backend: str | None = None, atol: float = 1e-4
+) -> ImagingComparison:
+    """Re-run the pipeline over ``session``'s frames with its recorded ROIs and parameters into
+    ``out_folder/imaging/`` and compare ΔF/F with the recording.
+
+    ``atol`` bounds the allowed ΔF/F difference (a different backend, e.g. CuPy against a numpy
+    recording, differs in the last float32 bits).
+    """
+    from acquisition.traces.store import FolderSink, read_results
+    from rig.core.store import SessionReader
+
+    reader = SessionReader(session)
+    rec = read_results(reader.folder / "imaging")
+    head = rec["header"]
+    n = len(rec["frames"])
+    labels = np.load(reader.folder / ROI_LABELS)
+    src = session_frames(reader.meta.rig_config, n)
+    params = imaging_params(reader.meta.rig_config)
+    fs = float(head.get("frame_rate_hz") or 30.0)
+    clock = rec.get("frame_times_us", rec["frames"]["t_board_us"])
+    if (out_folder / "imaging").exists():
+        shutil.rmtree(out_folder / "imaging")  # the sink appends: start from nothing
+    sink = FolderSink(out_folder)
+    with src:
+        run_pipeline(
+            _first(src, n), sink, fs, params, frame_clock_us=[int(t) for t in clock],
+            roi_labels=labels, warmup_frames=int(head.get("warmup_frames", 60)),
+            max_shift_px=int(head.get("max_shift_px", 10)), backend=backend,
+        )  # fmt: skip
+    new = read_results(out_folder / "imaging")
+    diffs: list[str] = []
+    a, b = rec["dff"], new["dff"]
+    if a.shape != b.shape:
+        diffs.append(f"ΔF/F: recorded {a.shape} != re-processed {b.shape}")
+        return ImagingComparison(n, int(head["n_cells"]), float("nan"), diffs)
+    err = np.abs(a.astype(np.float64) - b)
+    finite = np.isfinite(err)
+    max_err = float(err[finite].max()) if finite.any() else 0.0
+    if not np.array_equal(np.isnan(a), np.isnan(b)):
+        diffs.append("ΔF/F: NaN in different places")
+    if max_err > atol:
+        t, c = np.unravel_index(int(np.nanargmax(err)), err.shape)
+        diffs.append(
+            f"ΔF/F: max |difference| {max_err:.3g} > {atol:g} (frame {t}, cell {c}: "
+            f"recorded {a[t, c]:.5f}, re-processed {b[t, c]:.5f})"
+        )
+    return ImagingComparison(n, int(head["n_cells"]), max_err, diffs)
+
+
+def _first(src: Iterable[tuple[int, float, np.ndarray]], n: int) -> Iterable[Any]:
+    for k, item in enumerate(src):
+        if k >= n:
+            return
+        yield item
