@@ -324,3 +324,27 @@ def test_mega_build_boots_under_simavr(board_name: str, tmp_path: Path) -> None:
                 harness=harness) as sim:  # fmt: skip
         hello = SteppedBoard(sim).boot()
     assert (hello.board_kind, hello.max_states, hello.max_transitions) == (2, 32, 128)
+
+
+def test_rig_bench_board_prints_and_writes_the_figures(
+    firmware_uno: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from rig.cli import app
+
+    out = tmp_path / "bench.json"
+    args = ["bench", "board", "--reps", "10", "--load-s", "0.3", "--trials", "3"]
+    args += ["--json", str(out)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "lever crossing" in res.output and "ZERO LOSS" in res.output
+    fig = json.loads(out.read_text())
+    assert fig["lever_to_output"]["n"] == 10
+    # a crossing is seen at the next tick, then conversion and processing: < 1 period + 100 µs
+    assert 0 < fig["lever_to_output"]["p99_us"] <= 1100
+    assert fig["throughput"]["zero_loss"] is True
+    assert fig["throughput"]["frames"] == fig["throughput"]["frames_expected"] == 300
+    assert fig["dead_time"]["board_dead_time_us_max"] == 0

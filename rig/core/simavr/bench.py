@@ -258,3 +258,43 @@ def run_board_bench(
         "throughput": load,
         "dead_time": dead,
     }
+
+
+def run_equivalence(n_traces: int, seed: int = 2026, duration_ms: int = 2000) -> dict[str, Any]:
+    """``n_traces`` random traces through firmware and Python interpreter; count mismatches."""
+    import tempfile
+
+    from rig.core.simavr.equivalence import (
+        FirmwareRunner,
+        compare_trails,
+        random_case,
+        run_python,
+        trail_window,
+    )
+
+    elf, harness = ensure_built("lever_board", "uno")
+    rng = np.random.default_rng(seed)
+    mismatches: list[str] = []
+    n_events = n_trials = 0
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        AvrSim(elf, Path(tmp) / "eq.log", stepped=True, pty=False, harness=harness) as sim,
+    ):
+        runner = FirmwareRunner(SteppedBoard(sim))
+        runner.setup()
+        for i in range(n_traces):
+            case = random_case(rng, duration_ms)
+            fw = runner.run(case)
+            diff = compare_trails(fw.trail, run_python(case, fw))
+            if diff is not None:
+                mismatches.append(f"trace {i}: {diff}")
+            trail = trail_window(fw.trail)
+            n_events += len(trail)
+            n_trials += sum(1 for e in trail if e.code == E.TRIAL_START)
+    return {
+        "traces": n_traces,
+        "trials": n_trials,
+        "events": n_events,
+        "mismatches": len(mismatches),
+        "first_mismatches": mismatches[:3],
+    }
