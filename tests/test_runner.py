@@ -18,6 +18,9 @@ from rig.core.store import SessionReader
 from rig.runner.lever import LeverRunner
 from tasks.params import CueTriggeredParams, MixedParams, SelfInitiatedParams, params_hash
 from tasks.sim_mouse import Pull, ScriptedMouse
+from tests.simavr_helpers import firmware_uno
+
+__all__ = ["firmware_uno"]  # a fixture, used by name
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -211,3 +214,40 @@ def test_stop_on_request_and_on_error_leave_board_safe(
     assert safe_calls and not runner.running
     meta = SessionReader(runner.session_dir).meta  # type: ignore[arg-type]
     assert meta.status == "aborted" and "task bug" in meta.stop_reason
+
+
+@pytest.mark.simavr
+def test_cue_triggered_session_on_the_real_firmware(
+    firmware_uno: tuple[Path, Path], tmp_path: Path, safe_calls: list[str]
+) -> None:
+    """The runner drives the lever firmware under simavr (real time, UART on a pty): a cued
+    trial with a scripted response is rewarded with the calibrated pulse, RT as scripted."""
+    rig = load_rig_config(REPO / "hardware_configs" / "sim.yaml")
+    assert rig.lever_board is not None
+    board = rig.lever_board.model_dump()
+    board.update(driver="simavr", realtime=True)
+    board.pop("noise_counts")
+    rig = RigConfig.model_validate({**rig.model_dump(), "data_dir": tmp_path, "lever_board": board})
+    params = CueTriggeredParams(iti_min_s=0.3, iti_max_s=0.3, quiet_precue_s=0.2, max_rewards=1)
+    lever = TrialScript(by_cue=[Pull(0.35, 2.0, 0.05, 0.5, 0.05)])
+    runner = LeverRunner(rig, "m1", "cue_triggered", params, mouse=lever)
+    runner.run()
+    assert runner.session_dir is not None
+    r = SessionReader(runner.session_dir)
+    rows = r.trials()
+    assert rows[0]["outcome"] == "reward", rows
+    # the scripted mouse hears the cue through the host and moves on the host's estimate of
+    # board time, so its RT is only roughly the scripted 375 ms; the board's RT is exact:
+    # crossing (its lever_up event) - cue onset
+    rt_ms = float(rows[0]["rt_ms"])
+    assert 200.0 <= rt_ms <= 700.0
+    up = next(
+        e.t_device_us
+        for e in r.events()
+        if e.name == "lever_up" and e.t_device_us > int(rows[0]["t_cue_us"])
+    )
+    assert rt_ms == (up - int(rows[0]["t_cue_us"])) / 1e3
+    assert rows[0]["valve_ms"] == "40.0"
+    fw = r.meta.firmware["lever_board"]
+    assert fw["name"] == "lever_board" and fw["simulated"] is False
+    assert r.meta.status == "complete" and safe_calls

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from rig.core.config import LeverBoardSim, RigConfig
+from rig.core.config import LeverBoardSim, LeverBoardSimavr, RigConfig
 from rig.core.devices import LeverBoard
 from rig.core.errors import RigError
 from rig.core.events import Event
@@ -39,6 +39,7 @@ from rig.core.protocol import EventCode
 from rig.core.signals import RigSignals
 from rig.core.statemachine import TrailEvent
 from rig.core.store import SessionMeta, SessionWriter
+from rig.core.transport import PtyTransport
 from tasks.lever_tasks import LeverTask, TrialPlan, make_task
 from tasks.metrics import running_success
 from tasks.params import params_hash
@@ -99,6 +100,112 @@ class _TrialStartGate:
             self.link._paused = True
 
 
+def _config_mouse(cfg: LeverBoardSim | LeverBoardSimavr, rig: RigConfig, subject_id: str) -> Any:
+    """The config's simulated mouse; a learner resumes its subject's skill."""
+    mc = cfg.mouse
+    if mc.model == "learner":
+        return resume_learner(rig.data_dir, subject_id, mc.seed, mc.skill)
+    from tasks.sim_mouse import make_mouse
+
+    return make_mouse(mc.model, mc.seed, mc.skill)
+
+
+class _SimavrLever:
+    """Feeds a simulated mouse's lever to the firmware under simavr (free-running, wall-clock
+    throttled): a thread sets the ADC input every ``period_s`` from the mouse's position at the
+    board time the host estimates (last lever sample + wall time since). The mouse perceives
+    tone and valve events as the host receives them (a few ms late, like a slow mouse)."""
+
+    def __init__(self, sim: Any, mouse: Any, cal: Any, period_s: float = 0.002) -> None:
+        from rig.core.simavr import LEVER_ADC_CHANNEL
+
+        self.sim, self.mouse, self.cal = sim, mouse, cal
+        self.channel = LEVER_ADC_CHANNEL
+        self.period_s = period_s
+        self.pty_path: str = sim.pty_path
+        self._t_us = 0
+        self._t_wall = time.monotonic()
+        self._rate = 1.0  # board s per wall s
+        self._last_counts: int | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="simavr-lever", daemon=True)
+        self._thread.start()
+
+    def _board_now_us(self) -> int:
+        return self._t_us + round((time.monotonic() - self._t_wall) * 1e6 * self._rate)
+
+    def _counts(self, t_us: int) -> int:
+        if hasattr(self.mouse, "counts"):  # a LeverInput (test script)
+            return int(self.mouse.counts(np.array([t_us], dtype=np.int64))[0])
+        mm = float(self.mouse.position_mm(np.array([t_us / 1e6]))[0])
+        return int(np.clip(round(self.cal.rest_counts + mm * self.cal.counts_per_mm), 0, 1023))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.period_s):
+            c = self._counts(self._board_now_us())
+            if c != self._last_counts:
+                try:
+                    self.sim.adc_counts(self.channel, c)
+                except RigError:
+                    return  # the harness exited; the board driver reports the lost link
+                self._last_counts = c
+
+    def chain_trail(self, nxt: Callable[[TrailEvent], None] | None) -> Callable[[TrailEvent], None]:
+        percepts = {EventCode.TONE_ON: "cue_on", EventCode.TONE_OFF: "cue_off"}
+        percepts[EventCode.VALVE_ON] = "reward"
+
+        def on_trail(ev: TrailEvent) -> None:
+            if hasattr(self.mouse, "on_output"):
+                self.mouse.on_output(ev)
+            elif ev.code in percepts:
+                self.mouse.perceive(percepts[EventCode(ev.code)], ev.t_us / 1e6)
+            if nxt is not None:
+                nxt(ev)
+
+        return on_trail
+
+    def chain_lever(self, nxt: Callable[..., None] | None) -> Callable[..., None]:
+        def on_lever(t_us: np.ndarray, counts: np.ndarray) -> None:
+            if len(t_us):
+                now, t = time.monotonic(), int(t_us[-1])
+                if now > self._t_wall and t > self._t_us > 0:
+                    # simavr under UART load runs slower than wall time: track its rate
+                    r = (t - self._t_us) / 1e6 / (now - self._t_wall)
+                    self._rate = 0.8 * self._rate + 0.2 * min(max(r, 0.05), 2.0)
+                self._t_us, self._t_wall = t, now
+            if nxt is not None:
+                nxt(t_us, counts)
+
+        return on_lever
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+
+def _start_simavr(cfg: LeverBoardSimavr, mouse: Any, closers: list[Callable[[], None]]) -> Any:
+    """Start the lever firmware under simavr with its UART on a pty, and the lever feeder."""
+    import shutil
+    import tempfile
+
+    from rig.core.simavr import AvrSim, ensure_built
+
+    elf, harness = ensure_built("lever_board", cfg.board)
+    if cfg.firmware is not None:
+        elf = cfg.firmware
+    tmp = tempfile.mkdtemp(prefix="rig-simavr-")
+    closers.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
+    sim = AvrSim(elf, Path(tmp) / "sim.log", board=cfg.board, realtime=cfg.realtime, pty=True,
+                 harness=harness)  # fmt: skip
+    sim.start()
+    closers.append(sim.close)
+    if sim.pty_path is None:
+        raise RigError("avrsim started without a pty; cannot connect the lever board")
+    feeder = _SimavrLever(sim, mouse, cfg.calibration)
+    closers.append(feeder.stop)
+    return feeder
+
+
 def connect_lever_board(
     rig: RigConfig,
     subject_id: str,
@@ -134,13 +241,7 @@ def connect_lever_board(
         from rig.core.sim import MouseLever, SimBoardLink, SimLeverBoard
 
         if mouse is None:
-            mc = cfg.mouse
-            if mc.model == "learner":
-                mouse = resume_learner(rig.data_dir, subject_id, mc.seed, mc.skill)
-            else:
-                from tasks.sim_mouse import make_mouse
-
-                mouse = make_mouse(mc.model, mc.seed, mc.skill)
+            mouse = _config_mouse(cfg, rig, subject_id)
         if hasattr(mouse, "counts") and hasattr(mouse, "on_output"):
             lever = mouse  # already a LeverInput (a test's scripted lever)
         else:
@@ -157,10 +258,16 @@ def connect_lever_board(
             cfg = cfg.model_copy(update={"heartbeat_timeout_ms": VIRTUAL_HOST_TIMEOUT_MS})
             kw.setdefault("host_heartbeat_s", 0.05)
             kw.setdefault("command_timeout_s", 2.0)
-    elif cfg.driver == "simavr":
-        raise RigError(
-            "lever_board.driver 'simavr' is not wired into the runner yet; use driver: sim"
-        )
+    elif isinstance(cfg, LeverBoardSimavr):
+        feeder = _start_simavr(cfg, mouse or _config_mouse(cfg, rig, subject_id), closers)
+        mouse = feeder.mouse
+        transport = PtyTransport(feeder.pty_path)
+        user_trail = kw.get("on_trail")
+        kw["on_trail"] = feeder.chain_trail(user_trail)
+        user_lever = kw.get("on_lever")
+        kw["on_lever"] = feeder.chain_lever(user_lever)
+        # simavr runs slower than a board under UART load: give replies time
+        kw.setdefault("command_timeout_s", 5.0)
     else:
         from rig.core.transport import SerialTransport
 
@@ -171,12 +278,33 @@ def connect_lever_board(
         conn.gate, conn.resume = gate, link.resume
     try:
         conn.board.connect()
-        if isinstance(cfg, LeverBoardSim) and fast:
-            conn.board.set_stream(1, 50)  # fewer, fuller packets when the clock runs fast
+        if (isinstance(cfg, LeverBoardSim) and fast) or isinstance(cfg, LeverBoardSimavr):
+            conn.board.set_stream(1, 50)  # fewer, fuller packets: less per-packet overhead
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _load_one_by_one(board: LeverBoard, machine: Any) -> None:
+    """Upload a machine one packet at a time, each ACKed before the next.
+
+    ``LeverBoard.load_trial`` sends every chunk at once; the Uno firmware buffers only two
+    received frames, so under load (simavr, or a busy board) the later chunks are dropped and
+    LOAD_COMMIT is never answered. Waiting per packet costs a few ms per trial, inside the
+    upload-ahead slack. (Reported to the board work; drop this once ``load_trial`` paces.)
+    """
+    from rig.core.protocol import MAX_CHUNK, LoadBegin, LoadChunk, LoadCommit, crc16
+    from rig.core.statemachine import validate_blob
+
+    blob = machine.compile().encode()
+    h = board.hello
+    if h is not None:
+        validate_blob(blob, h.max_states, h.max_transitions, int(board.config.valve.max_valve_ms))
+    board.command(LoadBegin(len(blob), crc16(blob)))
+    for off in range(0, len(blob), MAX_CHUNK):
+        board.command(LoadChunk(off, blob[off : off + MAX_CHUNK]))
+    board.command(LoadCommit())
 
 
 def _versions() -> dict[str, str]:
@@ -436,7 +564,10 @@ class LeverRunner:
         assert self.conn is not None
         for name, data in plan.host_events:
             self._host_event(name, data, trial=plan.trial, source="task")
-        self.conn.board.load_trial(plan.machine)
+        if self.conn.driver == "sim":
+            self.conn.board.load_trial(plan.machine)
+        else:
+            _load_one_by_one(self.conn.board, plan.machine)
         self.conn.board.start_trial(plan.trial)
         return plan
 
