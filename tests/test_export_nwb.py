@@ -169,3 +169,32 @@ def test_cli_export(session: Path, movie: Path, tmp_path: Path) -> None:
     assert "12 trials" in r.output and "6 ROIs" in r.output and out.exists()
     r = CliRunner().invoke(app, ["export", str(tmp_path / "none"), "--nwb", str(out)])
     assert r.exit_code == 2 and "no such session folder" in r.output
+
+
+def test_golden_mixed_imaging_roundtrip(tmp_path: Path) -> None:
+    """The mixed-block golden session (recorded by the runner, imaging by the pipeline):
+    trial count, outcomes, ROI count and ΔF/F come back from the NWB file unchanged."""
+    import tarfile
+
+    from pynwb import NWBHDF5IO
+
+    with tarfile.open(Path(__file__).parent / "data" / "golden" / "mixed_imaging.tar.xz") as t:
+        t.extractall(tmp_path, filter="data")
+    src = tmp_path / "mixed_imaging"
+    reader = SessionReader(src)
+    res = read_results(src / "imaging")
+    s = export_nwb(src, tmp_path / "g.nwb", age="P90D")
+    assert s.n_trials == len(reader.trials()) > 0 and s.n_lever_samples == 0
+    with NWBHDF5IO(str(tmp_path / "g.nwb"), "r") as io:
+        nwb = io.read()
+        trials = nwb.trials.to_dataframe()
+        assert list(trials["outcome"]) == [r["outcome"] for r in reader.trials()]
+        assert set(trials["context"]) == {"self_initiated", "cue_triggered"}
+        ophys = nwb.processing["ophys"]
+        assert len(ophys["ImageSegmentation"]["PlaneSegmentation"]) == 5
+        np.testing.assert_array_equal(ophys["DfOverF"]["dff"].data[:], res["dff"])
+        # board events and frames on one timebase: every frame event has its frame's time
+        frame_ev = nwb.events["frame"].to_dataframe()
+        np.testing.assert_allclose(
+            ophys["DfOverF"]["dff"].timestamps[: len(frame_ev)], frame_ev["timestamp"]
+        )

@@ -30,7 +30,7 @@ import numpy as np
 
 from rig.core.errors import RigError
 from rig.core.events import Event
-from rig.core.store import SessionReader
+from rig.core.store import LEVER_DTYPE, SessionReader
 from rig.export.timebase import Timebase, fit_timebase, json_text, typed_column
 
 #: Descriptions of the lever task's trial columns (``tasks.records.TrialRecord``).
@@ -224,7 +224,7 @@ def add_lever(nwb: Any, reader: SessionReader, tb: Timebase) -> int:
     from hdmf.backends.hdf5.h5_utils import H5DataIO
     from pynwb import TimeSeries
 
-    lev = reader.lever()
+    lev = session_lever(reader)
     if lev.size == 0:
         return 0
     _, pos_mm = reader.lever_mm()
@@ -248,6 +248,14 @@ def add_lever(nwb: Any, reader: SessionReader, tb: Timebase) -> int:
         )
     )
     return int(lev.size)
+
+
+def session_lever(reader: SessionReader) -> np.ndarray:
+    """The lever samples, empty when the folder has no ``lever.bin`` (rotarod sessions written
+    without one, golden sessions that keep only the raw bytes)."""
+    if not (reader.folder / "lever.bin").exists():
+        return np.zeros(0, LEVER_DTYPE)
+    return reader.lever()
 
 
 def add_devices(nwb: Any, reader: SessionReader) -> None:
@@ -304,7 +312,7 @@ def export_nwb(
         raise ExportError(f"{out}: exists; pass overwrite to replace it")
     meta = reader.meta
     events = reader.events()
-    lev = reader.lever()
+    lev = session_lever(reader)
     imaging = None
     if (reader.folder / "imaging" / "rois.json").exists():
         from acquisition.traces.store import read_results

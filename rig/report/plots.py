@@ -129,6 +129,7 @@ def sync_health(h: SyncHealth, path: Path) -> Path:
     axes[0].set_title("link latency jitter")
     if h.frame_interval_ms.size:
         axes[1].plot(h.frame_t_s, h.frame_interval_ms, ".", ms=1.5)
+        axes[1].ticklabel_format(axis="y", useOffset=False)
         axes[1].set_title("frame-clock interval")
     else:
         axes[1].set_title("no frame clock")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from rig.core.store import SessionReader
+from rig.export.nwb import session_lever
 from rig.report import align, plots
 
 LEVER_WINDOW_S = (-0.5, 2.0)
@@ -73,7 +74,7 @@ def lever_metrics(reader: SessionReader) -> dict[str, Any] | None:
     from tasks.metrics import session_metrics
 
     rows = reader.trials()
-    if not rows or "context" not in rows[0] or reader.lever().size == 0:
+    if not rows or "context" not in rows[0] or session_lever(reader).size == 0:
         return None
     try:
         return session_metrics(reader)
@@ -91,7 +92,7 @@ def session_report(session: str | Path, out_dir: str | Path | None = None) -> Se
     meta = reader.meta
     rows = reader.trials()
     events = reader.events()
-    lev = reader.lever()
+    lev = session_lever(reader)
     board = [e.t_device_us for e in events if e.t_device_us is not None]
     t0_us = int(min([*board, *(lev["t_device_us"][:1].tolist())])) if board or lev.size else 0
     rep = SessionReport(index=out / "index.html", label=reader.folder.name)
