@@ -348,3 +348,23 @@ def test_rig_bench_board_prints_and_writes_the_figures(
     assert fig["throughput"]["zero_loss"] is True
     assert fig["throughput"]["frames"] == fig["throughput"]["frames_expected"] == 300
     assert fig["dead_time"]["board_dead_time_us_max"] == 0
+
+
+def test_the_arduino_ide_builds_the_sketch_folder_unchanged(tmp_path: Path) -> None:
+    """arduino-builder is the Arduino IDE's build engine (prototype generation included)."""
+    import shutil
+
+    if shutil.which("arduino-builder") is None:
+        pytest.skip("needs arduino-builder: install with 'apt-get install arduino-builder'")
+    repo = Path(__file__).resolve().parents[1]
+    res = subprocess.run(
+        ["arduino-builder", "-compile", "-hardware", "/usr/share/arduino/hardware",
+         "-tools", "/usr/share/arduino/hardware/tools", "-fqbn", "arduino:avr:uno",
+         "-build-path", str(tmp_path),
+         # Debian's core only (the official IDE core needs no flag)
+         "-prefs=build.extra_flags=-DDECIMAL_DIG=9",
+         str(repo / "firmware" / "lever_board" / "lever_board.ino")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert (tmp_path / "lever_board.ino.hex").stat().st_size > 0
