@@ -34,7 +34,7 @@ from rig.core.devices.rotarod import (
 from rig.core.devices.rotarod_sim import SimRotarodTransport
 from rig.core.errors import RigError
 from rig.core.events import Event
-from rig.core.protocol import Message
+from rig.core.protocol import Heartbeat, Message
 from rig.core.signals import RigSignals
 from rig.core.store import SessionMeta, SessionWriter
 from tasks.rotarod import (
@@ -314,12 +314,33 @@ def _run_trial(
         except queue.Empty:
             continue
         ev = _event_from(msg, trial, spr)
-        if ev is not None:
+        # speed on record at 10 Hz (every other 20 Hz report; raw/rotarod.bin keeps them all):
+        # an event costs ~0.3 ms to write, and a 7-day cohort makes 67 000 reports
+        if ev is not None and not (isinstance(msg, RodSpeed) and _odd_report(msg, started)):
             log(ev)
         if isinstance(msg, RodStarted):
             started = msg
         elif isinstance(msg, RodSpeed):
             last_speed = msg
+            if started is None:  # ROD_STARTED was lost (CRC error, dropped byte)
+                started = _infer_start(msg, params)
+                log(Event("rotarod_start_inferred", "host", started.t_us, trial=trial))
+        elif (
+            isinstance(msg, Heartbeat)
+            and started is not None
+            and not msg.status & 1
+            and msg.t_us > started.t_us
+        ):
+            # ROD_STOPPED was lost: the heartbeat says the rod is still
+            cutoff_us = started.t_us + round(params.max_s * 1e6)
+            reason = 0 if msg.t_us >= cutoff_us else 1
+            steps = last_speed.steps if last_speed is not None else 0
+            stopped = RodStopped(min(msg.t_us, cutoff_us), steps, reason)
+            log(
+                Event(
+                    "rotarod_stop_inferred", "host", msg.t_us, trial=trial, data={"reason": reason}
+                )
+            )
         elif isinstance(msg, LaneFall | PassiveRotation) and msg.lane in falls:
             hit = LaneHit(msg.t_us, msg.rpm_mrpm / 1000, msg.steps / spr)
             (falls if isinstance(msg, LaneFall) else passive)[msg.lane].append(hit)
@@ -351,6 +372,31 @@ def _run_trial(
         )
         for lane in range(len(subjects))
     ]
+
+
+def _odd_report(speed: RodSpeed, started: RodStarted | None) -> bool:
+    """True for the 1st, 3rd, 5th... report after the start (reports are 50 ms apart)."""
+    if started is None:
+        return False
+    return round((speed.t_us - started.t_us) / 50_000) % 2 == 1
+
+
+def _infer_start(speed: RodSpeed, params: RotarodParams) -> RodStarted:
+    """Ramp start from a speed report when ROD_STARTED was lost.
+
+    Reports come every 50 ms from the start, so the start is ``t_us - k * 50 ms``; ``k`` follows
+    from the report's nominal speed (exact while the rod accelerates).
+    """
+    span = params.end_rpm - params.start_rpm
+    t_rel_s = (speed.nominal_mrpm / 1000 - params.start_rpm) / span * params.ramp_s if span else 0
+    k = max(1, round(t_rel_s / 0.05))
+    ms = (round(params.ramp_s * 1000), round(params.max_s * 1000))
+    return RodStarted(
+        speed.t_us - k * 50_000,
+        round(params.start_rpm * 1000),
+        round(params.end_rpm * 1000),
+        *ms,
+    )
 
 
 def run_cohort(

@@ -11,6 +11,7 @@ Falls and passive rotations come from whoever drives the lanes (the simulated mi
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
 from collections import deque
@@ -33,6 +34,7 @@ from rig.core.protocol import (
     Ack,
     ErrorCode,
     GetHello,
+    Heartbeat,
     Hello,
     Message,
     Nak,
@@ -44,6 +46,7 @@ from rig.core.protocol import (
 from rig.core.transport import Transport, TransportClosed
 
 REPORT_PERIOD_US = 50_000  # 20 Hz, as the firmware
+HEARTBEAT_PERIOD_US = 100_000
 
 
 class SimRotarodTransport(Transport):
@@ -57,8 +60,24 @@ class SimRotarodTransport(Transport):
         ``None``: virtual time runs as fast as packets are read; ``1.0``: real time.
     """
 
-    def __init__(self, steps_per_rev: int = 3200, time_scale: float | None = None) -> None:
+    def __init__(
+        self,
+        steps_per_rev: int = 3200,
+        time_scale: float | None = None,
+        *,
+        drop_rate: float = 0.0,
+        corrupt_rate: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        if not (0 <= drop_rate <= 1 and 0 <= corrupt_rate <= 1):
+            raise ValueError("drop_rate and corrupt_rate are probabilities in [0, 1]")
         self.name = "simulated rotarod"
+        self.drop_rate = drop_rate
+        self.corrupt_rate = corrupt_rate
+        self._rng = random.Random(seed)
+        self.faults = {"dropped": 0, "corrupted": 0}
+        self._n_ramps = 0
+        self._next_beat_us = 0
         self.spr = steps_per_rev
         self.time_scale = time_scale
         self._dec = StreamDecoder(ROTAROD_HOST_TO_BOARD, resync_types=frozenset())
@@ -102,9 +121,23 @@ class SimRotarodTransport(Transport):
             ROTAROD_FIRMWARE_NAME,
         )  # fmt: skip
 
-    def _send(self, msg: Message) -> None:
-        self._out.append(self._enc.encode(msg)[1])
+    def _send(self, msg: Message, faults: bool = False) -> None:
+        """Queue ``msg``; with ``faults`` it may be dropped or get one byte corrupted (replies to
+        commands never are, so a fault run exercises the event path, not command timeouts)."""
+        wire = self._enc.encode(msg)[1]
+        if faults and self._rng.random() < self.drop_rate:
+            self.faults["dropped"] += 1
+            return
+        if faults and self._rng.random() < self.corrupt_rate:
+            i = self._rng.randrange(len(wire) - 1)  # never the 0x00 delimiter
+            wire = wire[:i] + bytes([(wire[i] % 255) + 1 if wire[i] != 255 else 1]) + wire[i + 1 :]
+            self.faults["corrupted"] += 1
+        self._out.append(wire)
         self._cv.notify_all()
+
+    def _heartbeat(self) -> None:
+        running = 1 if self._ramp is not None else 0
+        self._send(Heartbeat(self.now_us, 0, 0, 0, 0, 0, running, self._n_ramps, 0xFF, 0), True)
 
     def _revs(self, t_us: int) -> float:
         r = self._ramp
@@ -138,24 +171,29 @@ class SimRotarodTransport(Transport):
         r = self._ramp
         while r is not None and self.now_us < until_us:
             end_us = self._t0_us + r.max_ms * 1000
-            step_to = min(until_us, self._next_report_us, end_us)
+            step_to = min(until_us, self._next_report_us, self._next_beat_us, end_us)
             for t_rel, lane, kind in sorted(self._scheduled):
                 t = self._t0_us + t_rel
                 if self.now_us < t <= step_to:
                     cls = LaneFall if kind == "fall" else PassiveRotation
                     self._send(
-                        cls(t, lane, self._steps(t), self._measured_mrpm(t), self._nominal_mrpm(t))
+                        cls(t, lane, self._steps(t), self._measured_mrpm(t), self._nominal_mrpm(t)),
+                        True,
                     )
             self.now_us = step_to
             if self.now_us >= end_us:
-                self._send(RodStopped(self.now_us, self._steps(self.now_us), 0))
+                self._send(RodStopped(self.now_us, self._steps(self.now_us), 0), True)
                 self._ramp = r = None
-            elif self.now_us >= self._next_report_us:
+                self._heartbeat()  # status bit0 = 0: the rod is still, even if STOPPED was lost
+                continue
+            if self.now_us >= self._next_report_us:
                 t = self.now_us
-                self._send(
-                    RodSpeed(t, self._steps(t), self._measured_mrpm(t), self._nominal_mrpm(t))
-                )
+                speed = RodSpeed(t, self._steps(t), self._measured_mrpm(t), self._nominal_mrpm(t))
+                self._send(speed, True)
                 self._next_report_us += REPORT_PERIOD_US
+            if self.now_us >= self._next_beat_us:
+                self._heartbeat()
+                self._next_beat_us += HEARTBEAT_PERIOD_US
 
     def _handle(self, seq: int, msg: Message) -> None:
         if isinstance(msg, GetHello):
@@ -179,15 +217,17 @@ class SimRotarodTransport(Transport):
             self._ramp = msg
             self._t0_us = self.now_us
             self._next_report_us = self._t0_us + REPORT_PERIOD_US
+            self._next_beat_us = self._t0_us + HEARTBEAT_PERIOD_US
+            self._n_ramps += 1
             self._scheduled, self._pending = self._pending, []
             self._send(Ack(seq, msg.TYPE))
-            self._send(
-                RodStarted(self._t0_us, msg.start_mrpm, msg.end_mrpm, msg.ramp_ms, msg.max_ms)
-            )
+            started = RodStarted(self._t0_us, msg.start_mrpm, msg.end_mrpm, msg.ramp_ms, msg.max_ms)
+            self._send(started, True)
             return
         elif isinstance(msg, StopRod | ResetSafe) and self._ramp is not None:
-            self._send(RodStopped(self.now_us, self._steps(self.now_us), 1))
+            self._send(RodStopped(self.now_us, self._steps(self.now_us), 1), True)
             self._ramp = None
+            self._heartbeat()
         self._send(Ack(seq, msg.TYPE))
 
     # ------------------------------------------------------------------ ByteTransport
@@ -218,7 +258,8 @@ class SimRotarodTransport(Transport):
             if self.time_scale is not None:
                 self._sync_clock()
             elif not self._out and self._ramp is not None:
-                self._advance_ramp(self.now_us + REPORT_PERIOD_US)
+                # half a second of rod time per read: fewer, larger reads for the reader thread
+                self._advance_ramp(self.now_us + 10 * REPORT_PERIOD_US)
             if not self._out and not self._closed:
                 self._cv.wait(timeout_s)
             out = b"".join(self._out)
