@@ -3,7 +3,7 @@
 The frame is cut into overlapping square blocks (``ceil(1.5 * L / block_px)`` per axis, as
 suite2p does); each block is phase-correlated against the same block of the reference; the
 per-block shifts are interpolated to a smooth per-pixel displacement field by separable linear
-interpolation between block centres (``A_y @ S @ A_x.T``, a matmul that batches well on a GPU);
+interpolation between block centres (two gathers and blends per axis);
 the frame is resampled bilinearly along that field with edge-clamped indices.
 """
 
@@ -32,19 +32,22 @@ def block_starts(length: int, block_px: int) -> np.ndarray:
     return np.round(np.linspace(0, length - block_px, n)).astype(np.int64)
 
 
-def interp_matrix(length: int, centres: np.ndarray) -> np.ndarray:
-    """(length, n_blocks) float32 linear-interpolation weights from block centres to pixels."""
+def interp_indices(length: int, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Linear interpolation from block centres to every pixel along one axis.
+
+    Returns ``(j0, j1, t)``: int64 (length,) neighbouring block indices and float32 (length,)
+    weight of ``j1``, so ``value(pos) = v[j0] * (1 - t) + v[j1] * t`` (clamped beyond the end
+    centres). Two gathers and a blend: a (Y, n) @ (n, X) matmul does the same work through BLAS,
+    whose thread pool stalls badly on a loaded machine.
+    """
     n = len(centres)
-    a = np.zeros((length, n), np.float32)
-    if n == 1:
-        a[:, 0] = 1.0
-        return a
     pos = np.arange(length, dtype=np.float64)
+    if n == 1:
+        z = np.zeros(length, np.int64)
+        return z, z, np.zeros(length, np.float32)
     j = np.clip(np.searchsorted(centres, pos) - 1, 0, n - 2)
     t = np.clip((pos - centres[j]) / (centres[j + 1] - centres[j]), 0.0, 1.0)
-    a[np.arange(length), j] = (1 - t).astype(np.float32)
-    a[np.arange(length), j + 1] += t.astype(np.float32)
-    return a
+    return j.astype(np.int64), (j + 1).astype(np.int64), t.astype(np.float32)
 
 
 @dataclass
@@ -56,8 +59,8 @@ class BlockGrid:
     xs: np.ndarray  # (nbx,)
     yidx: Any  # xp int64 (nby, by)
     xidx: Any  # xp int64 (nbx, bx)
-    ay: Any  # xp float32 (Y, nby)
-    ax: Any  # xp float32 (X, nbx)
+    iy: tuple[Any, Any, Any]  # xp (j0, j1, t) along y, each (Y,)
+    ix: tuple[Any, Any, Any]  # xp (j0, j1, t) along x, each (X,)
     mask: Any  # xp float32 (by, bx) taper
 
     @classmethod
@@ -73,8 +76,8 @@ class BlockGrid:
             xs=xs,
             yidx=xp.asarray(ys[:, None] + np.arange(by)[None, :]),
             xidx=xp.asarray(xs[:, None] + np.arange(bx)[None, :]),
-            ay=xp.asarray(interp_matrix(ny, ys + (by - 1) / 2.0)),
-            ax=xp.asarray(interp_matrix(nx, xs + (bx - 1) / 2.0)),
+            iy=tuple(xp.asarray(a) for a in interp_indices(ny, ys + (by - 1) / 2.0)),
+            ix=tuple(xp.asarray(a) for a in interp_indices(nx, xs + (bx - 1) / 2.0)),
             mask=xp.asarray(taper_mask((by, bx), taper_px)),
         )
 
@@ -136,10 +139,13 @@ class NonrigidRegistration:
     def field(self, block_shifts: Any) -> tuple[Any, Any]:
         """Per-pixel displacement (B, Y, X) for y and for x, from block shifts (B, nby, nbx, 2)."""
         xp = self.xp
-        g = self.grid
-        fy = xp.matmul(xp.matmul(g.ay, block_shifts[..., 0]), g.ax.T)
-        fx = xp.matmul(xp.matmul(g.ay, block_shifts[..., 1]), g.ax.T)
-        return fy.astype(xp.float32), fx.astype(xp.float32)
+        (y0, y1, ty), (x0, x1, tx) = self.grid.iy, self.grid.ix
+        s = xp.asarray(block_shifts, dtype=xp.float32)
+        ty = ty[None, :, None, None]
+        rows = xp.take(s, y0, axis=1) * (1 - ty) + xp.take(s, y1, axis=1) * ty  # (B, Y, nbx, 2)
+        tx = tx[None, None, :, None]
+        full = xp.take(rows, x0, axis=2) * (1 - tx) + xp.take(rows, x1, axis=2) * tx
+        return full[..., 0], full[..., 1]
 
     def warp(self, frames: Any, block_shifts: Any) -> Any:
         """Undo the displacement field: ``out(y, x) = frame(y + fy, x + fx)``, bilinear, clamped."""
@@ -154,13 +160,13 @@ class NonrigidRegistration:
         x0 = xp.minimum(xp.floor(xx).astype(xp.int64), nx - 2 if nx > 1 else 0)
         wy = yy - y0
         wx = xx - x0
-        flat = frames.reshape(frames.shape[0], -1)
-        base = y0 * nx + x0
-        b = xp.arange(frames.shape[0])[:, None, None]
-        a00 = flat[b, base]
-        a01 = flat[b, base + 1]
-        a10 = flat[b, base + nx]
-        a11 = flat[b, base + nx + 1]
+        flat = xp.ascontiguousarray(frames).reshape(-1)
+        # flat 1-D takes: much faster than broadcast advanced indexing on numpy
+        base = y0 * nx + x0 + (xp.arange(frames.shape[0]) * (ny * nx))[:, None, None]
+        a00 = xp.take(flat, base)
+        a01 = xp.take(flat, base + 1)
+        a10 = xp.take(flat, base + nx)
+        a11 = xp.take(flat, base + nx + 1)
         top = a00 + wx * (a01 - a00)
         bot = a10 + wx * (a11 - a10)
         return (top + wy * (bot - top)).astype(xp.float32, copy=False)

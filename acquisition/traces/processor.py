@@ -23,6 +23,8 @@ from acquisition.registration.registrar import Registrar
 from acquisition.traces.extract import TraceExtractor
 from acquisition.xp import is_cupy, to_host
 
+CPU_CHUNK_FRAMES = 8
+
 
 @dataclass
 class ProcessedBatch:
@@ -102,15 +104,18 @@ class FullPathProcessor:
         or to write results); ``registered`` is never kept here.
         """
         n = movie.shape[0]
-        starts = list(range(0, n, batch_frames))
         outs: list[ProcessedBatch] = []
         if not is_cupy(self.xp):
-            for s in starts:
-                b = self.process(movie[s : s + batch_frames])
+            # On a CPU big batches only thrash the cache (a 256-frame batch of 512 x 512 complex
+            # spectra is ~270 MB): work through them in small chunks.
+            step = min(batch_frames, CPU_CHUNK_FRAMES)
+            for s in range(0, n, step):
+                b = self.process(movie[s : s + step])
                 outs.append(b)
                 if on_batch:
                     on_batch(s, b)
         else:
+            starts = list(range(0, n, batch_frames))
             outs = self._process_movie_cupy(movie, starts, batch_frames, on_batch)
         return ProcessedBatch(
             *(
