@@ -85,3 +85,25 @@ def test_subject_report_and_cli(tmp_path: Path) -> None:
     assert (tmp_path / "r" / "index.html").exists()
     r = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
     assert r.exit_code == 2 and "no such folder" in r.output
+
+
+def test_rotarod_golden_report(tmp_path: Path) -> None:
+    import tarfile
+
+    golden = Path(__file__).parent / "data" / "golden" / "rotarod.tar.xz"
+    with tarfile.open(golden) as t:
+        t.extractall(tmp_path, filter="data")
+    folder = tmp_path / "rotarod"
+    rep = session_report(folder, tmp_path / "out")
+    rows = [r.split("\t") for r in (folder / "trials.tsv").read_text().splitlines()[2:]]
+    by_subject: dict[str, list[float]] = {}
+    for r in rows:
+        by_subject.setdefault(r[0], []).append(float(r[4]))
+    assert rep.rotarod is not None
+    assert {d.subject_id: d.mean_latency_s for d in rep.rotarod} == pytest.approx(
+        {s: float(np.mean(v)) for s, v in by_subject.items()}
+    )
+    text = rep.index.read_text()
+    for s, v in by_subject.items():
+        assert f"<td>{s}</td>" in text and f"{np.mean(v):.1f}" in text
+    assert "rotarod.png" in _imgs(rep.index)

@@ -17,7 +17,7 @@ import numpy as np
 
 from rig.core.store import SessionReader
 from rig.export.nwb import session_lever
-from rig.report import align, plots
+from rig.report import align, plots, rotarod
 
 LEVER_WINDOW_S = (-0.5, 2.0)
 DFF_WINDOW_S = (-2.0, 4.0)  # TASKS.md default around cue, crossing and reward
@@ -31,6 +31,7 @@ class SessionReport:
     index: Path
     images: list[Path] = field(default_factory=list)
     metrics: dict[str, Any] | None = None
+    rotarod: list[Any] | None = None
     label: str = ""
 
 
@@ -123,11 +124,16 @@ def session_report(session: str | Path, out_dir: str | Path | None = None) -> Se
     if rows and "rt_ms" in rows[0]:
         rt = {c: _col([r for r in rows if r.get("context") == c], "rt_ms") for c in contexts}
         imgs.append(("Reaction times", plots.rt_histogram(rt, out / "rt_hist.png")))
-    if "latency_s" in (rows[0] if rows else {}):
-        lat = {"all": _col(rows, "latency_s").tolist()}
-        days = [f"t{r.get('trial', i)} L{r.get('lane', '')}" for i, r in enumerate(rows)]
-        imgs.append(("Rotarod latency to fall", plots.learning_curves(
-            days, {"latency to fall (s)": lat}, out / "rotarod_latency.png")))  # fmt: skip
+    if rotarod.is_rotarod(rows):
+        rep.rotarod = rotarod.rotarod_days(rows)
+        sections.append(("Rotarod", _table(*rotarod.day_table(rep.rotarod))))
+        lat = {
+            f"lane {lane}": [float(r["latency_s"]) for r in rows if r["lane"] == lane]
+            for lane in sorted({r["lane"] for r in rows}, key=int)
+        }
+        trials = [f"trial {t}" for t in sorted({int(r["trial"]) for r in rows})]
+        png = plots.learning_curves(trials, {"latency to fall (s)": lat}, out / "rotarod.png")
+        imgs.append(("Rotarod latency to fall", png))
     imaging_summary = None
     if (reader.folder / "imaging" / "rois.json").exists():
         imaging_summary = _imaging(reader, rows, t0_us, out, imgs)

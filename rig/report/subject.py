@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from math import nan
 from pathlib import Path
 
 from rig.core.errors import RigError
@@ -63,8 +64,17 @@ def subject_report(
         label: {c: [metric(r.metrics, c, key) for r in rep.sessions] for c in ctxs}
         for label, key in CURVES
     }
+    rod_subjects = sorted({d.subject_id for r in rep.sessions for d in r.rotarod or []})
+    if rod_subjects:  # rotarod days: mean latency per mouse, from tasks.rotarod.metrics
+        series["rotarod mean latency (s)"] = {
+            subj: [
+                next((d.mean_latency_s for d in r.rotarod or [] if d.subject_id == subj), nan)
+                for r in rep.sessions
+            ]
+            for subj in rod_subjects
+        }
     sections = []
-    if ctxs:
+    if any(series.values()):
         rep.curves = plots.learning_curves(days, series, out / "learning_curves.png")
         sections.append(("Learning curves", "<img src='learning_curves.png' alt='curves'>"))
     trs = "".join(
