@@ -150,3 +150,18 @@ def test_ramp_falls_and_bounce_under_simavr(tmp_path: Path) -> None:
     assert len(b1) == 3 and 0 < b1[1] - b1[0] < 500_000  # the bounce was shorter than 500 ms
     passive = [m for m in msgs if isinstance(m, PassiveRotation)]
     assert [(p.lane, round((p.t_us - t0) / 1e5)) for p in passive] == [(2, 200)]
+
+
+def test_mega_build_ramps_exactly() -> None:
+    # the Mega's pins are on other ports (step PG5, lanes PK, passive PF): a short ramp through
+    # the same benchmark code `rig bench rotarod --board mega` runs
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}: apt-get install {DEBIAN_PACKAGES}")
+    from rig.cli.rotarod import bench_ramp
+
+    fig = bench_ramp(ramp_s=3.0, board="mega")
+    # (4*3 + 0.5*12*3^2)/60 rev = 1.1 rev -> 3520 steps
+    assert fig["steps"] == fig["steps_edges"] == fig["steps_exact"] == 3520
+    assert fig["worst_rpm_error_pct"] < 1.0 and fig["max_edge_error_us"] < 100
+    assert fig["cutoff_error_us"] == 0.0

@@ -167,6 +167,13 @@ def cohort(
     typer.echo(f"{mice} mice x {days} days x {trials} trials in {time.monotonic() - t0:.1f} s")
 
 
+#: Port/bit names of the rotarod firmware's pins under simavr (docs/rotarod.md, "Pins").
+ROD_PINS = {
+    "uno": {"step": "D4", "fall": "B", "passive": "C"},
+    "mega": {"step": "G5", "fall": "K", "passive": "F"},
+}
+
+
 def bench_ramp(ramp_s: float = 300.0, board: str = "uno", spr: int = 3200) -> dict[str, Any]:
     """Run a 4 -> 40 rpm ramp on the firmware under simavr (stepped, simulated time) and
     measure it from the recorded step-pin edges.
@@ -193,6 +200,9 @@ def bench_ramp(ramp_s: float = 300.0, board: str = "uno", spr: int = 3200) -> di
     from rig.core.protocol import GetHello, Packet, PacketEncoder, StreamDecoder
     from rig.core.simavr import AvrSim, ensure_built  # type: ignore[attr-defined,unused-ignore]
 
+    if board not in ROD_PINS:
+        raise ValueError(f"board must be one of {sorted(ROD_PINS)}, got {board!r}")
+    pins = ROD_PINS[board]
     elf, _ = ensure_built("rotarod", board)
     enc, dec = PacketEncoder(), StreamDecoder(ROTAROD_BOARD_TO_HOST)
     msgs: list[Any] = []
@@ -203,7 +213,12 @@ def bench_ramp(ramp_s: float = 300.0, board: str = "uno", spr: int = 3200) -> di
     with (
         tempfile.TemporaryDirectory() as tmp,
         AvrSim(
-            elf, Path(tmp) / "avrsim.log", board=board, watch=("D4",), stepped=True, pty=False
+            elf,
+            Path(tmp) / "avrsim.log",
+            board=board,
+            watch=(pins["step"],),
+            stepped=True,
+            pty=False,
         ) as sim,
     ):
 
@@ -211,11 +226,11 @@ def bench_ramp(ramp_s: float = 300.0, board: str = "uno", spr: int = 3200) -> di
             chunk = sim.log.read_new()
             data = bytes(b for _, b in chunk.tx)
             msgs.extend(i.msg for i in dec.feed(data) if isinstance(i, Packet))
-            rising.extend(e.t_us for e in chunk.pins if e.pin == "D4" and e.level == 1)
+            rising.extend(e.t_us for e in chunk.pins if e.pin == pins["step"] and e.level == 1)
 
         for i in range(5):  # fall and passive inputs idle high (pull-ups)
-            sim.pin(f"B{i}", 1)
-            sim.pin(f"C{i}", 1)
+            sim.pin(f"{pins['fall']}{i}", 1)
+            sim.pin(f"{pins['passive']}{i}", 1)
         sim.run_us(50_000)
         sim.tx(enc.encode(GetHello(1))[1] + enc.encode(RodConfig(spr, 5, 500, 31, 0, 31))[1])
         sim.run_us(20_000)
@@ -267,7 +282,7 @@ def bench(
 
     try:
         figures = bench_ramp(ramp_s=ramp_s, board=board)
-    except (RigError, ImportError) as e:
+    except (RigError, ImportError, ValueError) as e:
         typer.echo(f"rotarod bench: {e}", err=True)
         raise typer.Exit(2) from None
     for k, v in figures.items():
