@@ -176,3 +176,26 @@ def test_bench_figures(tmp_path: Path) -> None:
     assert res["session_s"] > 60 and len(res["wall_s"]) == 2
     assert res["speedup_best"] == pytest.approx(res["session_s"] / res["wall_s_best"], rel=0.01)
     assert res["meets_target"] == (res["speedup_best"] >= 100)
+
+
+def test_fresh_recording_replays(tmp_path: Path) -> None:
+    """A session recorded now by the live runner replays identically: catches drift between
+    LeverRunner's bookkeeping and the replay's mirror of it."""
+    from rig.core.config import load_rig_config
+    from rig.runner.lever import LeverRunner
+    from tasks.params import make_params
+
+    rig = load_rig_config(Path(__file__).parents[1] / "hardware_configs" / "sim.yaml")
+    rig = rig.model_copy(update={"data_dir": tmp_path / "data"})
+    params = make_params(
+        "mixed",
+        {"max_rewards": 4, "block_trials": 2,
+         "self_initiated": {"iti_s": 0.5, "quiet_s": 0.3, "consume_s": 0.3},
+         "cue_triggered": {"iti_min_s": 0.5, "iti_max_s": 1.0, "quiet_precue_s": 0.3}},
+    )  # fmt: skip
+    runner = LeverRunner(rig, "fresh", "mixed", params, speed=None)
+    runner.run()
+    assert runner.session_dir is not None
+    rep = replay_session(runner.session_dir, tmp_path / "out")
+    assert rep.differences == []
+    assert rep.comparison.n_lever_samples > 1000 and rep.comparison.n_trials >= 4
