@@ -321,4 +321,11 @@ def make_task(
     key = TASK_ALIASES.get(name, name)
     if key not in TASKS:
         raise ValueError(f"unknown lever task {name!r}; expected one of {sorted(TASKS)}")
-    return TASKS[key](params, lever_cal, valve_cal, subject)
+    cls = TASKS[key]
+    expected = cls.Params  # type: ignore[attr-defined]
+    if not isinstance(params, expected):
+        raise TypeError(
+            f"task {key!r} needs {expected.__name__}, got {type(params).__name__} "
+            "(build it with tasks.params.make_params)"
+        )
+    return cls(params, lever_cal, valve_cal, subject)

@@ -285,3 +285,13 @@ def test_task_machines_on_the_real_firmware(
     valve = [e for e in fw.trail if e.name == "valve_on"]
     assert valve and valve[0].value == 40  # 4 µl through the rig's valve calibration
     assert valve[0].t_us - fw_recs[0].t_cross_us == 300_000
+
+
+def test_make_task_checks_names_and_params() -> None:
+    from tasks.lever_tasks import make_task
+
+    assert isinstance(make_task("C", MixedParams(), CAL, VALVE), MixedTask)
+    with pytest.raises(TypeError, match="task 'mixed' needs MixedParams, got SelfInitiatedParams"):
+        make_task("mixed", SelfInitiatedParams(), CAL, VALVE)
+    with pytest.raises(ValueError, match="unknown lever task 'rotarod'"):
+        make_task("rotarod", SelfInitiatedParams(), CAL, VALVE)

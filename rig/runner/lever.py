@@ -414,7 +414,7 @@ class LeverRunner:
 
     def stop(self, reason: str = "stopped by the experimenter") -> None:
         """Stop now; returns once the board is safe and the files are closed."""
-        if not self._stop_req.is_set():
+        if not self._stop_req.is_set() and not self._done.is_set():
             self._stop_reason = reason
             self._stop_req.set()
         if self._thread is not None and self._thread is not threading.current_thread():
