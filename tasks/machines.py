@@ -65,12 +65,16 @@ def _iti_states(p: LeverCommon, opt: TrialOptions, quiet_s: float, after_quiet: 
         iti_on["lever_unrest"] = "iti_wait"
     else:
         quiet_restart = "quiet_wait"
+    if p.trial_code_out:
+        # its own state: the ITI is re-entered on every restart and would resend the code
+        states.append(State(name="trial_code", trial_code=True, tup_ms=0, on={"tup": "iti"}))
     states.append(
         State(name="iti", tup_ms=ms(opt.iti_s), on=iti_on, ttl_mask=mask, ttl_value=value)
     )
     # iti_wait re-enters iti (restarting its timer) once the lever is back at rest: a separate
     # waiting state, because a self-transition on a level event would re-enter every other tick
-    states.append(State(name="iti_wait", on={"lever_rest": "iti"}))
+    if p.restart_iti_on_move:
+        states.append(State(name="iti_wait", on={"lever_rest": "iti"}))
     # the marker is a pulse: it ends when the quiet period starts
     quiet_mask = mask & NEXT_FILE_TTL_BIT
     states.append(

@@ -73,6 +73,11 @@ class LeverCommon(StrictModel):
     consume_s: float = Field(1.5, ge=0, le=60)
     timeout_s: float = Field(0.0, ge=0, le=600, description="extra wait after a failure")
     restart_iti_on_move: bool = True
+    trial_code_out: bool = Field(
+        False,
+        description="send the trial number on the trial-code pin at trial start (125 ms "
+        "pattern for an independent DAQ; adds one 1 ms state before the ITI)",
+    )
 
     @model_validator(mode="after")
     def _thresholds(self) -> LeverCommon:

@@ -231,8 +231,18 @@ def test_stop_criteria_and_machine_fits_uno() -> None:
     task = CueTriggeredTask(
         CueTriggeredParams(max_rewards=2, min_rt_s=0.2, timeout_s=2.0, max_mm=3.0), CAL, VALVE
     )
-    # the largest variant still fits an Uno (16 states, 48 transitions)
+    # the largest variants still fit an Uno (16 states, 48 transitions)
     task.plan(0).machine.encode(max_states=16, max_transitions=48, max_valve_ms=500)
+    for restart in (True, False):
+        big = CueTriggeredParams(
+            min_rt_s=0.2,
+            timeout_s=2.0,
+            max_mm=3.0,
+            trial_code_out=True,
+            restart_iti_on_move=restart,
+        )
+        m = CueTriggeredTask(big, CAL, VALVE).plan(0).machine
+        m.encode(max_states=16, max_transitions=48, max_valve_ms=500)
     assert task.stop_reason(10.0) is None
     assert task.stop_reason(3600.0) == "max_duration_min reached (60 min)"
     for i in range(2):
@@ -295,3 +305,14 @@ def test_make_task_checks_names_and_params() -> None:
         make_task("mixed", SelfInitiatedParams(), CAL, VALVE)
     with pytest.raises(ValueError, match="unknown lever task 'rotarod'"):
         make_task("rotarod", SelfInitiatedParams(), CAL, VALVE)
+
+
+def test_trial_code_out_sends_the_trial_number_once() -> None:
+    task = SelfInitiatedTask(
+        SelfInitiatedParams(iti_s=0.5, quiet_s=0.2, hold_ms=100, trial_code_out=True), CAL, VALVE
+    )
+    # a twitch in the ITI restarts it, which must not resend the code
+    plans, trail, (rec,) = _run(task, [Pull(0.2, 0.6, 0.05, 0.05, 0.05)], 2.0)
+    codes = [e for e in trail if e.name == "trial_code"]
+    assert [(e.t_us, e.value) for e in codes] == [(0, 0)]
+    assert rec.iti_restarts == 1 and plans[0].machine.states[0].name == "trial_code"
