@@ -20,10 +20,17 @@ from rig.core.devices.rotarod import (
     RodStarted,
     RodStopped,
     StartRamp,
+    StopRod,
     check_hello,
 )
 from rig.core.protocol import Ack, GetHello, Hello, Nak, Packet, PacketEncoder, StreamDecoder
-from rig.core.simavr import DEBIAN_PACKAGES, AvrSim, ensure_built, missing_tools
+from rig.core.simavr import (
+    DEBIAN_PACKAGES,
+    AvrSim,
+    PacketStream,
+    ensure_built,
+    missing_tools,
+)
 
 pytestmark = pytest.mark.simavr
 SPR = 3200
@@ -165,3 +172,46 @@ def test_mega_build_ramps_exactly() -> None:
     assert fig["steps"] == fig["steps_edges"] == fig["steps_exact"] == 3520
     assert fig["worst_rpm_error_pct"] < 1.0 and fig["max_edge_error_us"] < 100
     assert fig["cutoff_error_us"] == 0.0
+
+
+def test_stop_busy_and_restart_under_simavr(tmp_path: Path) -> None:
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}: apt-get install {DEBIAN_PACKAGES}")
+    elf, _ = ensure_built("rotarod", "uno")
+    enc = PacketEncoder()
+    with AvrSim(elf, tmp_path / "avrsim.log", watch=("D4",), stepped=True, pty=False) as sim:
+        for pin in FALL_PINS + PASSIVE_PINS:
+            sim.pin(pin, 1)
+        sim.run_us(50_000)
+        sim.tx(enc.encode(StartRamp(4000, 40000, 10_000, 10_000))[1])
+        sim.run_us(1_000_000)
+        busy = enc.encode(RodConfig(SPR, 5, 500, 31, 0, 31))[1]  # refused while turning
+        again = enc.encode(StartRamp(4000, 40000, 10_000, 10_000))[1]  # refused: already turning
+        sim.tx(busy + again + enc.encode(StopRod())[1])
+        sim.run_us(500_000)
+        first = sim.log.read_new()
+        sim.tx(enc.encode(StartRamp(10000, 10000, 1000, 1000))[1])  # constant 10 rpm for 1 s
+        sim.run_us(1_200_000)
+        second = sim.log.read_new()
+    msgs = decode_all(first.tx)
+    naks = [(m.cmd_type, m.error) for m in msgs if isinstance(m, Nak)]
+    assert naks == [(0x40, 4), (0x41, 4)]  # BUSY, BUSY
+    stops = [m for m in msgs if isinstance(m, RodStopped)]
+    assert len(stops) == 1 and stops[0].reason == 1
+    # no step after the board acknowledged STOP_ROD (timed packets: rig.core.simavr's stream)
+    timed = PacketStream().feed(first.tx)
+    ack_stop_us = next(
+        p.t_first_us
+        for p in timed
+        if isinstance(p.item, Packet)
+        and isinstance(p.item.msg, Ack)
+        and p.item.msg.cmd_type == 0x42
+    )
+    edges = [e.t_us for e in first.pins if e.pin == "D4" and e.level == 1]
+    assert len(edges) == stops[0].steps and max(edges) < ack_stop_us
+    # a new ramp after the stop: constant 10 rpm for 1 s is exactly 1/6 rev = 533 steps
+    msgs2 = decode_all(second.tx)
+    stop2 = next(m for m in msgs2 if isinstance(m, RodStopped))
+    assert stop2.reason == 0 and stop2.steps == 533
+    assert len([e for e in second.pins if e.pin == "D4" and e.level == 1]) == 533
