@@ -47,6 +47,8 @@ def test_demo_five_days_learning(tmp_path: Path) -> None:
     days = [float(m) for m in re.findall(r"^day \d: .*success (\d+)%", res.output, re.M)]
     assert len(days) == 5
     assert days[-1] > days[0] and sum(days[3:]) / 2 > sum(days[:2]) / 2
+    r = re.search(r"trajectory template r with day 5: day 1: ([-\d.]+)", res.output)
+    assert r is not None and -1.0 <= float(r.group(1)) <= 1.0
     subject = json.loads((tmp_path / "demo_mouse" / "subject.json").read_text())
     assert subject["sessions"] == 5
     assert subject["shaping"]["self_initiated"]["hold_ms"] > 300.0  # adaptive hold went up

@@ -173,11 +173,29 @@ def demo(
             typer.echo(_day_line(day, summary))
     _print_metrics(Path(summary["folder"]))
     if days > 1:
+        typer.echo(_across_days([Path(r[1]["folder"]) for r in rows]))
         first, last = rows[0][1], rows[-1][1]
         typer.echo(
             f"success rate day 1 -> day {days}: {first['success_rate']:.0%} -> "
             f"{last['success_rate']:.0%} (hold carried over: {_holds(last['hold_ms'])})"
         )
+
+
+def _across_days(folders: list[Path]) -> str:
+    """Trajectory reproducibility across days: each day's template against the last day's."""
+    import numpy as np
+
+    from tasks.metrics import across_days_r, session_metrics
+
+    tmpl = [session_metrics(f)["templates"].get("all") for f in folders]
+    ok = [i for i, t in enumerate(tmpl) if t is not None]
+    if len(ok) < 2:
+        return "trajectory r across days: not enough rewarded pulls"
+    r = across_days_r([tmpl[i] for i in ok])
+    cells = "  ".join(f"day {i + 1}: {v:.2f}" for i, v in zip(ok, r[-1], strict=True))
+    return f"trajectory template r with day {ok[-1] + 1}: {cells}" + (
+        "" if np.all(np.isfinite(r)) else " (some days flat)"
+    )
 
 
 def _day_line(day: int, s: dict[str, Any]) -> str:
