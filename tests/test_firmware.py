@@ -368,3 +368,16 @@ def test_the_arduino_ide_builds_the_sketch_folder_unchanged(tmp_path: Path) -> N
     )  # fmt: skip
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert (tmp_path / "lever_board.ino.hex").stat().st_size > 0
+
+
+def test_sequence_gaps_count_as_lost_and_get_hello_resyncs(board: SteppedBoard) -> None:
+    b = board
+    b.advance(5000)
+    lost0 = last_heartbeat(b).lost
+    b.enc.seq = (b.enc.seq + 5) & 0xFF  # five host packets "lost" on the way
+    b.command(HostHeartbeat())
+    assert last_heartbeat(b).lost == lost0 + 5
+    b.enc = PacketEncoder()  # a new host session starts at seq 0 with GET_HELLO: no loss
+    b.command(GetHello(PROTOCOL_VERSION))
+    b.command(HostHeartbeat())
+    assert last_heartbeat(b).lost == lost0 + 5

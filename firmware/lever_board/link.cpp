@@ -101,7 +101,8 @@ static void handle_frame(uint8_t* frame, uint8_t len, PacketHandler handler) {
     return;
   }
   uint8_t seq = frame[1];
-  if (rx_synced) {
+  // GET_HELLO opens a host session: it sets the expected seq without counting loss
+  if (rx_synced && frame[0] != CMD_GET_HELLO) {
     uint8_t d = seq - rx_expected_seq;
     for (uint8_t i = 0; i < d; i++) sat_inc(link_counters.lost);
   }
@@ -131,8 +132,12 @@ void link_poll(PacketHandler handler) {
 // publish the frame by moving tx_head only when it is complete, so the UDRE interrupt never sends
 // a code byte that is not filled in yet. Packets are < 254 bytes, so there is no 0xFF block.
 // A template so that the body access inlines (this runs for every packet: ~3 kHz under load).
+static inline __attribute__((always_inline)) uint16_t crc_step(uint16_t crc, uint8_t b) {
+  return _crc_xmodem_update(crc, b);  // avr-libc's asm: CCITT polynomial, MSB first
+}
+
 template <typename Get>
-static void encode_frame(uint8_t type, uint8_t n, Get get) {
+static inline __attribute__((always_inline)) void encode_frame(uint8_t type, uint8_t n, Get get) {
   if (n > MAX_BODY) return;
   while (link_tx_room() < link_wire_size(n)) {
     // main loop only: the UDRE interrupt makes room
@@ -140,27 +145,30 @@ static void encode_frame(uint8_t type, uint8_t n, Get get) {
   uint8_t h = tx_head, code_pos = h, code = 1;
   h = (h + 1) & (TX_RING - 1);
   uint8_t seq = tx_seq++;
-  uint16_t crc = _crc_xmodem_update(_crc_xmodem_update(0xFFFF, type), seq);
-  auto put = [&](uint8_t b) {
-    if (b == 0) {
-      tx_ring[code_pos] = code;
-      code_pos = h;
-      code = 1;
-    } else {
-      tx_ring[h] = b;
-      code++;
-    }
-    h = (h + 1) & (TX_RING - 1);
-  };
-  put(type);
-  put(seq);
+  uint16_t crc = crc_step(crc_step(0xFFFF, type), seq);
+#define PUT(byte)                      \
+  do {                                 \
+    uint8_t b_ = (byte);               \
+    if (b_ == 0) {                     \
+      tx_ring[code_pos] = code;        \
+      code_pos = h;                    \
+      code = 1;                        \
+    } else {                           \
+      tx_ring[h] = b_;                 \
+      code++;                          \
+    }                                  \
+    h = (h + 1) & (TX_RING - 1);       \
+  } while (0)
+  PUT(type);
+  PUT(seq);
   for (uint8_t i = 0; i < n; i++) {
     uint8_t b = get(i);
-    crc = _crc_xmodem_update(crc, b);
-    put(b);
+    crc = crc_step(crc, b);
+    PUT(b);
   }
-  put((uint8_t)crc);
-  put((uint8_t)(crc >> 8));
+  PUT((uint8_t)crc);
+  PUT((uint8_t)(crc >> 8));
+#undef PUT
   tx_ring[code_pos] = code;
   tx_ring[h] = 0;
   tx_head = (h + 1) & (TX_RING - 1);

@@ -381,6 +381,29 @@ static void load_script(const char *path) {
 	fclose(f);
 }
 
+/* ------------------------------------------------------------------ exact wake-ups */
+/* A sleeping AVR lets simavr jump straight to its next cycle timer, which would apply a timed
+ * input (or end a stepped run) late. Keep one cycle timer armed at the next cycle the harness
+ * must act on, so the jump stops there. */
+static avr_cycle_count_t armed_cycle;
+
+static avr_cycle_count_t wake_cb(struct avr_t *a, avr_cycle_count_t when, void *param) {
+	(void)a; (void)when; (void)param;
+	armed_cycle = 0;
+	return 0;
+}
+
+static void arm_wake(void) {
+	avr_cycle_count_t want = UINT64_MAX;
+	if (queue_next < queue_len) want = queue[queue_next].cycle;
+	if (stepped && running && run_target < want) want = run_target;
+	if (in_len && next_rx_cycle < want) want = next_rx_cycle;
+	if (want == UINT64_MAX || want <= avr->cycle || want == armed_cycle) return;
+	if (armed_cycle) avr_cycle_timer_cancel(avr, wake_cb, NULL);
+	armed_cycle = want;
+	avr_cycle_timer_register(avr, want - avr->cycle, wake_cb, NULL);
+}
+
 /* ------------------------------------------------------------------ main */
 static void on_signal(int sig) {
 	(void)sig;
@@ -543,6 +566,7 @@ int main(int argc, char **argv) {
 			}
 		}
 		if (in_len && avr->cycle >= next_rx_cycle) feed_uart(uart_in);
+		arm_wake();
 		uint64_t before = avr->cycle;
 		int was_sleeping = avr->state == cpu_Sleeping;
 		state = avr_run(avr);

@@ -203,9 +203,10 @@ def _dead_time(b: SteppedBoard, trials: int) -> dict[str, Any]:
     t_start = b.now_us
     for i in range(trials):
         b.upload(m)
+        since = len(b.packets)
         b.command(StartTrial(50_000 + i))
         # queue the next one only once this one has started (one pending machine at a time)
-        b.wait_for(_is_trial_start(50_000 + i), what="TRIAL_START")
+        b.wait_for(_is_trial_start(50_000 + i), what="TRIAL_START", since=since)
     b.advance(40_000)
     ev = [e for _, e in b.messages(EventMsg, before)]
     ends = [e.t_us for e in ev if e.code == E.TRIAL_END]

@@ -85,8 +85,18 @@ class SteppedBoard:
         timeout_us: float = 200_000,
         step_us: float = 1000,
         what: str = "packet",
+        since: int | None = None,
     ) -> TimedPacket:
-        """Advance in steps until a new packet satisfies ``pred``; return it."""
+        """Advance in steps until a packet satisfies ``pred``; return it.
+
+        Only packets that arrive from now on count, unless ``since`` (an index into
+        ``packets``) says where to start looking: pass ``len(b.packets)`` taken before a
+        command, because its effect may arrive in the same step as its ACK.
+        """
+        if since is not None:
+            for p in self.packets[since:]:
+                if pred(p):
+                    return p
         t_end = self.now_us + timeout_us
         while self.now_us < t_end:
             for p in self.advance(step_us):

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rig.core.protocol import AbortTrial, EventMsg, Packet, SetConfig, SetStream, StartTrial
+from rig.core.protocol import AbortTrial, Ack, EventMsg, Packet, SetConfig, SetStream, StartTrial
 from rig.core.protocol.codes import EventCode
-from rig.core.simavr.client import SteppedBoard
+from rig.core.simavr.client import BoardError, SteppedBoard
 from rig.core.simavr.pins import LEVER_ADC_CHANNEL, lever_pin
 from rig.core.statemachine import Engine, LeverThresholds, State, StateMachine, TrailEvent
 
@@ -209,9 +209,11 @@ class FirmwareRunner:
         b.sim.adc_counts(LEVER_ADC_CHANNEL, int(case.lever[0]))
         b.sim.pin(self.lick_pin, int(case.lick[0]))
         b.advance(2000)
-        if b.upload(blob).__class__.__name__ != "Ack":
-            raise AssertionError("upload refused")
+        reply = b.upload(blob)
+        if not isinstance(reply, Ack):
+            raise BoardError(f"machine upload refused: {reply}")
         trail: list[TrailEvent] = []
+        since = len(b.packets)
         b.command(StartTrial(self.trial_num))
         first_trial = self.trial_num
         self.trial_num += 1
@@ -222,6 +224,7 @@ class FirmwareRunner:
                 and p.item.msg.code == E.TRIAL_START
             ),
             what="TRIAL_START",
+            since=since,
         )
         assert isinstance(start.item, Packet) and isinstance(start.item.msg, EventMsg)
         k0 = start.item.msg.t_us // SAMPLE_PERIOD_US - 1
@@ -244,7 +247,7 @@ class FirmwareRunner:
                 seen_starts = starts
                 if b.now_us < t_end - 100_000:
                     reply = b.upload(blob)
-                    if reply.__class__.__name__ == "Ack":
+                    if isinstance(reply, Ack):
                         b.command(StartTrial(self.trial_num))
                         queued.append(self.trial_num)
                         self.trial_num += 1
