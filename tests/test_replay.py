@@ -199,3 +199,19 @@ def test_fresh_recording_replays(tmp_path: Path) -> None:
     rep = replay_session(runner.session_dir, tmp_path / "out")
     assert rep.differences == []
     assert rep.comparison.n_lever_samples > 1000 and rep.comparison.n_trials >= 4
+
+
+def test_cli_bench_replay_json(tmp_path: Path) -> None:
+    import json
+
+    from rig.cli import app
+
+    src = golden("cued", tmp_path / "rec")
+    out = tmp_path / "bench.json"
+    r = CliRunner().invoke(
+        app, ["bench", "replay", "--session", str(src), "--repeats", "1", "--json", str(out)]
+    )
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["identical"] is True and res["n_trials"] == len(SessionReader(src).trials())
+    assert "speedup_best" in r.output and res["cpu_count"] >= 1
