@@ -92,6 +92,10 @@ for name, rc in (("cupy", rc_c), ("numpy", rc_n)):
     print(f"  batch full path: {r['batch']['frames_per_s']:,.0f} frames/s; streaming p50/p99 "
           f"{r['stream']['latency_ms_p50']:.3f}/{r['stream']['latency_ms_p99']:.3f} ms; "
           f"piecewise-rigid {r['nonrigid']['frames_per_s']:,.0f} frames/s")
+    st = r["stream"]
+    print(f"  streaming p99 without the {st.get('baseline_refresh_frames')} baseline-refresh "
+          f"frames: {st.get('latency_ms_p99_without_refresh_frames', float('nan')):.3f} ms; "
+          f"thread CPU p50 {st.get('thread_cpu_ms_p50', float('nan')):.3f} ms")
     a = r["accuracy"]
     print(f"  shift error mean/p99 {a['shift_err_mean_px']:.3f}/{a['shift_err_p99_px']:.3f} px; "
           f"dF/F r active median {a['dff_r_active_median']:.3f} ({a['n_active']} cells)")

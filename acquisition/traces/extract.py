@@ -73,6 +73,7 @@ class CausalBaseline:
         self.percentile = float(percentile)
         self.ring = xp.zeros((self.window, n), xp.float32)
         self.count = 0  # frames seen
+        self.refreshes = 0  # order-statistic recomputations so far (for latency diagnostics)
         self.f0 = xp.zeros(n, xp.float32)
 
     def _refresh(self) -> None:
@@ -80,6 +81,7 @@ class CausalBaseline:
         k = round(self.percentile / 100.0 * (m - 1))
         data = self.ring[:m] if m < self.window else self.ring
         self.f0 = self.xp.partition(data, k, axis=0)[k]
+        self.refreshes += 1
 
     def update(self, fc: Any) -> Any:
         """Append ``fc`` (B, n) float32 frames and return their baselines (B, n)."""
