@@ -117,3 +117,23 @@ def test_display_detection_never_imports_qt() -> None:
     assert display_available({"DISPLAY": ":0"})
     assert display_available({"WAYLAND_DISPLAY": "wayland-0"})
     assert not display_available({})
+
+
+def test_progress_line() -> None:
+    from rig.cli.lever import progress_line
+
+    p = {
+        "trials": 40,
+        "rewards": 30,
+        "success_rate": 0.75,
+        "success_last20": 0.8,
+        "reward_ul": 120.0,
+        "elapsed_s": 300.0,
+        "hold_ms": {"self_initiated": 350.0, "cue_triggered": 200.0},
+        "rt_ms_median": 312.4,
+    }
+    line = progress_line(p)
+    assert "trials   40" in line and "success  75% (last 20:  80%)" in line
+    assert "rewards   30" in line and "water   120.0 µl" in line
+    assert line.endswith("hold SI 350 ms CT 200 ms  RT 312 ms")
+    assert "RT" not in progress_line({**p, "rt_ms_median": None})

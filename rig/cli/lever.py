@@ -43,6 +43,7 @@ def progress_line(p: dict[str, Any]) -> str:
         f"t={p['elapsed_s']:7.1f}s  trials {p['trials']:4d}  success {rate:>4} "
         f"(last 20: {last:>4})  rewards {p['rewards']:4d}  water {p['reward_ul']:7.1f} µl"
         f"  hold {_holds(p['hold_ms'])}"
+        + (f"  RT {p['rt_ms_median']:.0f} ms" if p.get("rt_ms_median") is not None else "")
     )
 
 

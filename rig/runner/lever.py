@@ -454,11 +454,13 @@ class LeverRunner:
 
     # ------------------------------------------------------------------ progress
     def progress(self) -> dict[str, Any]:
-        """Live figures: trials, rewards, success (all, last 20), µl, board time, hold_ms."""
+        """Live figures: trials, rewards, success (all, last 20), µl, board time, hold_ms per
+        context, median reaction time of cued trials (ms, None before the first)."""
         recs = [r for r in self.records if r["outcome"] != "aborted"]
         outs = [r["outcome"] for r in recs]
         n = len(outs)
         hold = self.task.shaping_state() if self.task is not None else {}
+        rts = [r["rt_ms"] for r in recs if r["rt_ms"] is not None]
         return {
             "trials": n,
             "rewards": outs.count("reward"),
@@ -467,6 +469,7 @@ class LeverRunner:
             "reward_ul": float(sum(r["reward_ul"] for r in recs)),
             "elapsed_s": self.elapsed_s,
             "hold_ms": {k: v["hold_ms"] for k, v in hold.items()},
+            "rt_ms_median": float(np.median(rts)) if rts else None,
         }
 
     @property
