@@ -184,3 +184,28 @@ def test_bench_imaging_writes_json(tmp_path):
     assert res["accuracy"]["shift_err_mean_px"] < 0.2
     assert "cpu_stream_p50_ms" in res["targets"] and "skimage_reference" in res
     assert "shift error mean" in r.output
+
+
+def test_traces_with_automatic_detection(tmp_path):
+    m = make_movie(300, size_px=128, n_cells=30, max_shift_px=4.0, seed=8)
+    tifffile.imwrite(tmp_path / "m.tif", m.frames)
+    out = tmp_path / "auto"
+    r = runner.invoke(
+        app,
+        [
+            "traces",
+            str(tmp_path / "m.tif"),
+            "--rois",
+            "auto",
+            "--out",
+            str(out),
+            "--backend",
+            "numpy",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    dff = np.load(out / "dFF.npy")
+    assert dff.shape[0] == 300 and dff.shape[1] >= 3
+    with open(out / "summary.csv") as fh:
+        names = [row["name"] for row in csv.DictReader(fh)]
+    assert all(n.startswith("auto:") for n in names)
