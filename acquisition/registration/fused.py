@@ -9,6 +9,8 @@ kernels do each step in one pass:
 - :func:`taper`: ``(x - mean) * mask + mean``;
 - :func:`bilinear_shift`: :func:`acquisition.registration.shift.shift_bilinear` (wrapped indices)
   with the indices computed in the kernel;
+- :func:`nonrigid_warp`: the piecewise-rigid field interpolation and the bilinear warp
+  (:meth:`acquisition.registration.nonrigid.NonrigidRegistration.warp`) in one pass;
 - :func:`window_peak`: :func:`acquisition.registration.phasecorr.window_peak` (argmax + the
   3-point Gaussian fit) as one block per correlation window, instead of ~25 tiny kernels whose
   launch overhead dominates the per-frame (streaming) latency.
@@ -57,6 +59,36 @@ const float bot = a10 + wx * (a11 - a10);
 o = top + wy * (bot - top);
 """
 
+
+_WARP_SRC = r"""
+const long long npx = (long long)ny * nx;
+const long long b = i / npx;
+const long long r = i - b * npx;
+const int y = (int)(r / nx);
+const int x = (int)(r - (long long)y * nx);
+const long long j0 = jy0[y], j1 = jy1[y], k0 = kx0[x], k1 = kx1[x];
+const float ty = wty[y], tx = wtx[x];
+const long long sb = b * nby;
+float f[2];
+for (int c = 0; c < 2; ++c) {
+    const float s00 = bs[((sb + j0) * nbx + k0) * 2 + c];
+    const float s01 = bs[((sb + j0) * nbx + k1) * 2 + c];
+    const float s10 = bs[((sb + j1) * nbx + k0) * 2 + c];
+    const float s11 = bs[((sb + j1) * nbx + k1) * 2 + c];
+    f[c] = (s00 * (1.0f - ty) + s10 * ty) * (1.0f - tx) + (s01 * (1.0f - ty) + s11 * ty) * tx;
+}
+const float yy = fminf(fmaxf((float)y + f[0], 0.0f), (float)(ny - 1));
+const float xx = fminf(fmaxf((float)x + f[1], 0.0f), (float)(nx - 1));
+const int yi = min((int)floorf(yy), ny - 2);
+const int xi = min((int)floorf(xx), nx - 2);
+const float wy = yy - (float)yi, wx = xx - (float)xi;
+const long long base = b * npx + (long long)yi * nx + xi;
+const float a00 = src[base], a01 = src[base + 1];
+const float a10 = src[base + nx], a11 = src[base + nx + 1];
+const float top = a00 + wx * (a01 - a00);
+const float bot = a10 + wx * (a11 - a10);
+o = top + wy * (bot - top);
+"""
 
 _PEAK_SRC = r"""
 extern "C" __global__ void rig_window_peak(const float* win, const int wy, const int wx,
@@ -135,6 +167,15 @@ def _kernel(xp: ModuleType, name: str) -> Any:
             "float32 o",
             "o = (x - m) * w + m;",
             "rig_taper",
+        )
+    elif name == "warp":
+        k = xp.ElementwiseKernel(
+            "raw float32 src, raw float32 bs, raw int64 jy0, raw int64 jy1, raw float32 wty, "
+            "raw int64 kx0, raw int64 kx1, raw float32 wtx, int32 ny, int32 nx, int32 nby, "
+            "int32 nbx",
+            "float32 o",
+            _WARP_SRC,
+            "rig_nonrigid_warp",
         )
     elif name == "peak":
         k = xp.RawKernel(_PEAK_SRC, "rig_window_peak")
@@ -216,4 +257,29 @@ def window_peak(xp: ModuleType, win: Any) -> tuple[Any, Any] | None:
         return shifts.reshape((*lead, 2)), peaks.reshape(lead)
     except Exception as e:
         _failed("peak", e)
+        return None
+
+
+def nonrigid_warp(xp: ModuleType, frames: Any, block_shifts: Any, grid: Any) -> Any | None:
+    """Fused field interpolation + bilinear warp (see :mod:`.nonrigid`), or None when not fused.
+
+    ``frames`` (B, Y, X) float32, ``block_shifts`` (B, nby, nbx, 2), ``grid`` a ``BlockGrid``.
+    """
+    if not fused_enabled(xp):
+        return None
+    try:
+        src = xp.ascontiguousarray(frames, dtype=xp.float32)
+        bs = xp.ascontiguousarray(block_shifts, dtype=xp.float32)
+        ny, nx = src.shape[-2:]
+        if ny < 2 or nx < 2:
+            return None
+        (y0, y1, ty), (x0, x1, tx) = grid.iy, grid.ix
+        out = xp.empty(src.shape, xp.float32)
+        _kernel(xp, "warp")(
+            src.reshape(-1), bs.reshape(-1), y0, y1, ty, x0, x1, tx,
+            ny, nx, bs.shape[1], bs.shape[2], out,
+        )  # fmt: skip
+        return out
+    except Exception as e:
+        _failed("warp", e)
         return None

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from acquisition.registration import fused
 from acquisition.registration.phasecorr import (
     correlation_window,
     cross_spectrum,
@@ -150,6 +151,9 @@ class NonrigidRegistration:
     def warp(self, frames: Any, block_shifts: Any) -> Any:
         """Undo the displacement field: ``out(y, x) = frame(y + fy, x + fx)``, bilinear, clamped."""
         xp = self.xp
+        out = fused.nonrigid_warp(xp, frames, block_shifts, self.grid)
+        if out is not None:
+            return out
         ny, nx = self.shape
         fy, fx = self.field(block_shifts)
         yy = xp.arange(ny, dtype=xp.float32)[None, :, None] + fy

@@ -147,6 +147,22 @@ def test_fused_peak_equals_plain(rng):
     np.testing.assert_allclose(s_np.reshape(-1, 2), c, atol=0.25)
 
 
+def test_fused_nonrigid_warp_equals_plain(rng):
+    from acquisition.registration import NonrigidRegistration
+
+    ref = cp.asarray(_image(rng, 128))
+    nr = NonrigidRegistration(cp, ref, block_px=48, max_shift_px=4)
+    frames = cp.asarray(rng.uniform(0, 1000, (3, 128, 128)).astype(np.float32))
+    nby, nbx = len(nr.grid.ys), len(nr.grid.xs)
+    bs = cp.asarray(rng.uniform(-4, 4, (3, nby, nbx, 2)).astype(np.float32))
+    fused.set_fused(False)
+    plain = nr.warp(frames, bs)
+    fused.set_fused(True)
+    got = nr.warp(frames, bs)
+    assert fused.fused_enabled(cp), "fused warp kernel failed (see the warning)"
+    cp.testing.assert_allclose(got, plain, rtol=1e-4, atol=5e-2)
+
+
 def test_registrar_batch_and_nonrigid_equal(rng):
     img, _, frames = _noisy_stack(rng, n_frames=16, n=128, max_shift=6.0)
     opt = RegistrationOptions(max_shift_px=12, nonrigid=True, block_px=64, line_phase="off")
