@@ -123,6 +123,8 @@ class MainWindow(QMainWindow):
     session_extra : dict, optional
         Passed to the runner factory with every request (e.g. ``{"speed": 10}`` for a
         simulated board faster than real time).
+    all_visible : bool
+        Lever, trials, imaging and ΔF/F side by side in one tab instead of two tabs.
     """
 
     def __init__(
@@ -133,6 +135,7 @@ class MainWindow(QMainWindow):
         load_subject: Any = None,
         redraw_hz: float = 40.0,
         session_extra: dict[str, Any] | None = None,
+        all_visible: bool = False,
     ) -> None:
         super().__init__()
         self.rig = rig
@@ -155,15 +158,22 @@ class MainWindow(QMainWindow):
         lanes = rig.rotarod.lanes if rig.rotarod is not None else 5
         self.rotarod_panel = RotarodPanel(self.bridge, lanes=lanes)
 
-        self.tabs = QTabWidget()
         behaviour = QSplitter(Qt.Orientation.Vertical)
         behaviour.addWidget(self.lever_panel)
         behaviour.addWidget(self.trial_panel)
         imaging = QSplitter(Qt.Orientation.Horizontal)
         imaging.addWidget(self.imaging_panel)
         imaging.addWidget(self.dff_panel)
-        self.tabs.addTab(behaviour, "Lever && trials")
-        self.tabs.addTab(imaging, "Imaging && ΔF/F")
+        self.tabs = QTabWidget()
+        if all_visible:
+            # Every live view on screen at once (a wide monitor, or the benchmark's worst case).
+            both = QSplitter(Qt.Orientation.Horizontal)
+            both.addWidget(behaviour)
+            both.addWidget(imaging)
+            self.tabs.addTab(both, "Live")
+        else:
+            self.tabs.addTab(behaviour, "Lever && trials")
+            self.tabs.addTab(imaging, "Imaging && ΔF/F")
         self.tabs.addTab(self.rotarod_panel, "Rotarod")
         self.setCentralWidget(self.tabs)
         self._dock("Session", self.session_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
@@ -214,8 +224,9 @@ class MainWindow(QMainWindow):
         thresholds = lever_thresholds(params)
         if thresholds is not None:
             self.lever_panel.set_thresholds(**thresholds)
-        if hasattr(params, "iti_min_s") and task == "rotarod":
-            self.rotarod_panel.iti_min_s = float(params.iti_min_s)
+        if task == "rotarod":
+            self.rotarod_panel.iti_min_s = float(getattr(params, "iti_min_s", 600.0))
+            self.rotarod_panel.set_lanes(len([s for s in subject_id.split(",") if s.strip()]))
         try:
             runner.start()
         except Exception as e:

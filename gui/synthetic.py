@@ -69,6 +69,7 @@ class SyntheticRunner:
         self._thread: threading.Thread | None = None
         self._t0 = 0.0
         self._valve_open = False
+        self._sample = 0
         self.manual: list[Event] = []
         self.n_frames_emitted = 0
         self.n_lever_emitted = 0
@@ -132,7 +133,8 @@ class SyntheticRunner:
 
     # ------------------------------------------------------------------ the stream
     def _now_us(self) -> int:
-        return int((time.monotonic() - self._t0) * 1e6)
+        """Board time: the lever sample clock (as on the real board, events share it)."""
+        return int(self._sample * 1e6 / self.lever_rate_hz)
 
     def _lever_mm(self, t_s: np.ndarray) -> np.ndarray:
         # One pull per trial: rises 0.3 s into the trial, held for 40 % of it.
@@ -146,7 +148,7 @@ class SyntheticRunner:
         frame_dt = 1.0 / self.frame_rate_hz if self.frame_rate_hz > 0 else math.inf
         next_lever = next_frame = next_health = 0.0
         next_trial = self.trial_s
-        sample = 0
+        self._sample = 0
         frame = 0
         trial = 0
         frame_tau = np.zeros(self.n_rois, np.float32)
@@ -161,10 +163,10 @@ class SyntheticRunner:
                     break
                 continue
             if now >= next_lever:
-                idx = np.arange(sample, sample + self.lever_batch)
+                idx = np.arange(self._sample, self._sample + self.lever_batch)
                 t_us = (idx * (1e6 / self.lever_rate_hz)).astype(np.int64)
                 sig.lever.emit(t_us, self._lever_mm(t_us / 1e6))
-                sample += self.lever_batch
+                self._sample += self.lever_batch
                 self.n_lever_emitted += self.lever_batch
                 next_lever += lever_dt
             if now >= next_frame:

@@ -73,7 +73,7 @@ def test_start_see_trials_stop_with_no_off_thread_qt(qtbot, window):
         assert window.runner is not None and window.runner.running, window.log_panel.lines
         qtbot.waitUntil(lambda: len(window.trial_panel.records) >= 3, timeout=60_000)
         qtbot.waitUntil(lambda: window.lever_panel.n_redraws >= 5, timeout=10_000)
-        qtbot.waitUntil(lambda: sp.health.rowCount() == 1, timeout=10_000)
+        qtbot.waitUntil(lambda: sp.health.columnCount() == 1, timeout=10_000)
         folder = window.runner.session_dir
         sp.stop_button.click()
     assert window.runner is None and not sp.running

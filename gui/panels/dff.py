@@ -99,17 +99,24 @@ class DffPanel(QWidget):
         self.stacked.setLabel("bottom", "time", units="s")
         self.stacked.setLabel("left", "ΔF/F (stacked)")
         self.stacked_curves: list[pg.PlotDataItem] = []
+        self.stacked.setXRange(-window_s, 0, padding=0)
+        self.stacked.hideButtons()
+        self._n_stacked = -1
+        self._heat_rows = -1
         self.heat_plot = self.view.addPlot(row=1, col=0, colspan=3, title="all ROIs")
         self.heat_plot.setLabel("left", "ROI")
-        self.heat_plot.setLabel("bottom", "frame")
+        self.heat_plot.setLabel("bottom", "time", units="s")
         self.heat = pg.ImageItem(axisOrder="row-major")
         self.heat.setColorMap(pg.colormap.get("viridis"))
         self.heat_plot.addItem(self.heat)
+        self.heat_plot.setXRange(-window_s, 0, padding=0)
+        self.heat_plot.hideButtons()
         self.align_plots: dict[str, pg.PlotItem] = {}
         self.align_curves: dict[str, pg.PlotDataItem] = {}
         for col, name in enumerate(ALIGN_EVENTS):
-            p = self.view.addPlot(row=2, col=col, title=f"{name}-aligned")
+            p = self.view.addPlot(row=2, col=col, title=name)
             p.setLabel("bottom", "time", units="s")
+            p.setMinimumWidth(60)
             p.addLine(x=0, pen=pg.mkPen("#999999", style=pg.QtCore.Qt.PenStyle.DashLine))
             self.align_plots[name] = p
             self.align_curves[name] = p.plot(pen=pg.mkPen("#1f3a93", width=2))
@@ -153,7 +160,12 @@ class DffPanel(QWidget):
         if idx.size == 0:
             return
         self.heat.setImage(dff.T, autoLevels=False, levels=(-0.5, 2.0))
-        self.heat.setRect(float(idx[0]), 0.0, float(idx.size), float(dff.shape[1]))
+        # Time relative to the newest frame keeps both x axes still (no re-layout per redraw).
+        span_s = idx.size / self.frame_rate_hz
+        self.heat.setRect(-span_s, 0.0, span_s, float(dff.shape[1]))
+        if dff.shape[1] != self._heat_rows:
+            self._heat_rows = dff.shape[1]
+            self.heat_plot.setYRange(0, dff.shape[1], padding=0)
         t_s = (idx - idx[-1]) / self.frame_rate_hz
         shown = [r for r in self.selected if r < dff.shape[1]][:MAX_STACKED]
         while len(self.stacked_curves) < len(shown):
@@ -164,6 +176,9 @@ class DffPanel(QWidget):
             curve.show()
         for curve in self.stacked_curves[len(shown) :]:
             curve.hide()
+        if len(shown) != self._n_stacked:
+            self._n_stacked = len(shown)
+            self.stacked.setYRange(-1.0, 1.5 * max(1, len(shown)) + 1.0, padding=0)
         self.n_redraws += 1
 
     def update_aligned(self, _record: dict | None = None) -> None:
@@ -179,7 +194,7 @@ class DffPanel(QWidget):
             mean, n = event_aligned_mean(idx, trace[:, None], frames, pre, post)
             self.aligned[align] = (mean, n)
             plot = self.align_plots[align]
-            plot.setTitle(f"{align}-aligned (n={n})")
+            plot.setTitle(f"{align} (n={n})", size="9pt")
             if mean is None:
                 self.align_curves[align].setData([], [])
             else:

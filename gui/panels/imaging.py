@@ -21,8 +21,9 @@ from PyQt6.QtWidgets import (
 
 from gui.bridge import QtBridge
 
-OUTLINE_RGBA = (0, 230, 255, 200)
+OUTLINE_RGBA = (0, 230, 255, 120)  # translucent: the cell under its outline stays visible
 SELECTED_RGBA = (255, 220, 0, 255)
+DEFAULT_SELECTED = 5
 
 
 def outline_mask(labels: np.ndarray) -> np.ndarray:
@@ -124,9 +125,11 @@ class ImagingPanel(QWidget):
     def set_rois(self, labels: np.ndarray | None) -> None:
         """ROI label image: int (Y, X), 0 = background, ROI k has label k + 1."""
         self.labels = None if labels is None else np.asarray(labels, dtype=np.int32)
-        self.selected = []
+        # Start with a few ROIs selected so the stacked traces are not empty; clicks change it.
+        n = 0 if self.labels is None else int(self.labels.max())
+        self.selected = list(range(min(n, DEFAULT_SELECTED)))
         self._draw_outlines()
-        self.selection_changed.emit([])
+        self.selection_changed.emit(list(self.selected))
 
     def set_reference(self, image: np.ndarray | None) -> None:
         self.reference = None if image is None else np.asarray(image, dtype=np.float32)

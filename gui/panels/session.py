@@ -28,7 +28,7 @@ from gui.forms import ParamsForm
 from gui.panels.trials import running_success
 from rig.core.config import RigConfig, SubjectState
 
-HEALTH_COLUMNS = (
+HEALTH_ROWS = (
     ("connected", "connected"),
     ("heartbeat_age_ms", "heartbeat (ms)"),
     ("crc_errors", "CRC errors"),
@@ -36,6 +36,7 @@ HEALTH_COLUMNS = (
     ("lever_missing_samples", "missing samples"),
     ("frames", "frames (clock)"),
 )
+FRAME_MISMATCH_TOLERANCE = 30  # frames
 _SUBJECT_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: The rotarod runs one mouse per lane: "m1,m2,m3" puts m1 on lane 1.
 _LANES_RE = re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")
@@ -121,10 +122,11 @@ class SessionPanel(QWidget):
         self.success = QLabel("-")
         self.reward_label = QLabel("0 (0.0 µl)")
         self.status = QLabel("idle")
-        self.health = QTableWidget(0, len(HEALTH_COLUMNS))
-        self.health.setHorizontalHeaderLabels([h for _, h in HEALTH_COLUMNS])
-        self.health.setMaximumHeight(110)
-        self._health_rows: dict[str, int] = {}
+        # One column per device, one row per figure: fits the narrow dock.
+        self.health = QTableWidget(len(HEALTH_ROWS), 0)
+        self.health.setVerticalHeaderLabels([h for _, h in HEALTH_ROWS])
+        self.health.setMinimumHeight(190)
+        self._health_cols: dict[str, int] = {}
         self.frames_board: int | None = None
         self.frames_imaging: int | None = None
         self.frame_check = QLabel("frames: clock - / imaging -")
@@ -261,11 +263,12 @@ class SessionPanel(QWidget):
         b = "-" if self.frames_board is None else str(self.frames_board)
         i = "-" if self.frames_imaging is None else str(self.frames_imaging)
         self.frame_check.setText(f"frames: clock {b} / imaging {i}")
-        # ScanImage may be a frame ahead of its clock edge; more than that is a real gap.
+        # The two counts come from different streams sampled at different moments (health
+        # every 100 ms, pipeline stats every few frames): only a lasting gap is a problem.
         bad = (
             self.frames_board is not None
             and self.frames_imaging is not None
-            and abs(self.frames_board - self.frames_imaging) > 1
+            and abs(self.frames_board - self.frames_imaging) > FRAME_MISMATCH_TOLERANCE
         )
         self.frame_check.setStyleSheet("color: #c62828;" if bad else "")
 
@@ -273,19 +276,20 @@ class SessionPanel(QWidget):
         if "frames" in stats and stats["frames"] is not None:
             self.frames_board = int(stats["frames"])
             self._show_frames()
-        row = self._health_rows.get(device)
-        if row is None:
-            row = self.health.rowCount()
-            self.health.insertRow(row)
-            self.health.setVerticalHeaderItem(row, QTableWidgetItem(device))
-            self._health_rows[device] = row
-        for col, (key, _) in enumerate(HEALTH_COLUMNS):
-            v = stats.get(key, "")
-            text = (
-                ("yes" if v else "NO")
-                if isinstance(v, bool)
-                else (f"{v:.0f}" if isinstance(v, float) else str(v))
-            )
+        col = self._health_cols.get(device)
+        if col is None:
+            col = self.health.columnCount()
+            self.health.insertColumn(col)
+            self.health.setHorizontalHeaderItem(col, QTableWidgetItem(device))
+            self._health_cols[device] = col
+        for row, (key, _) in enumerate(HEALTH_ROWS):
+            v = stats.get(key)
+            if v is None:
+                text = "-"
+            elif isinstance(v, bool):
+                text = "yes" if v else "NO"
+            else:
+                text = f"{v:.0f}" if isinstance(v, float) else str(v)
             item = self.health.item(row, col)
             if item is None:
                 self.health.setItem(row, col, QTableWidgetItem(text))

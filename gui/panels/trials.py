@@ -71,22 +71,27 @@ class TrialPanel(QWidget):
         self.raster.setLabel("bottom", "trial")
         self.raster.getAxis("left").setTicks([[(0, "self"), (1, "cued")]])
         self.raster.setYRange(-0.5, 1.5)
-        self.raster_dots = pg.ScatterPlotItem(size=8, pen=None)
-        self.raster.addItem(self.raster_dots)
+        # One scatter item per outcome, fed whole arrays: per-spot brushes cost O(trials) Python
+        # work on every trial, which shows up as event-loop stalls late in a session.
+        self.raster_dots: dict[str, pg.ScatterPlotItem] = {}
+        for outcome, colour in OUTCOME_COLOURS.items():
+            item = pg.ScatterPlotItem(size=8, pen=None, brush=pg.mkBrush(colour), name=outcome)
+            self.raster.addItem(item)
+            self.raster_dots[outcome] = item
         self.success = self.view.addPlot(row=0, col=1, title="success (last 20)")
         self.success.setYRange(0, 1)
         self.success.setLabel("bottom", "trial")
-        self.success.addLegend(offset=(5, 5))
+        self.success.addLegend(offset=(-5, -5))  # bottom right, clear of the early trials
         self.success_curves = {
             c: self.success.plot(pen=pg.mkPen(CONTEXT_PENS[c], width=2), name=c)
             for c in CONTEXT_ROWS
         }
         self.rt = self.view.addPlot(row=1, col=0, title="reaction time (cued)")
-        self.rt.setLabel("bottom", "RT (ms)")
+        self.rt.setLabel("bottom", "reaction time (ms)")
         self.rt_bars = pg.BarGraphItem(x=[], height=[], width=1, brush="#ff7f0e")
         self.rt.addItem(self.rt_bars)
         self.traj = self.view.addPlot(row=1, col=1, title="trajectories")
-        self.traj.setLabel("bottom", "time from crossing (s)")
+        self.traj.setLabel("bottom", "time from crossing", units="s")
         self.traj.setLabel("left", "lever (mm)")
         self.traj_curves: list[pg.PlotDataItem] = []
         layout = QVBoxLayout(self)
@@ -120,14 +125,12 @@ class TrialPanel(QWidget):
 
     def _redraw(self) -> None:
         recs = self.records
-        spots = [
-            {
-                "pos": (int(r.get("trial", i)), CONTEXT_ROWS.get(str(r.get("context")), 0)),
-                "brush": pg.mkBrush(OUTCOME_COLOURS.get(str(r.get("outcome")), "#000000")),
-            }
-            for i, r in enumerate(recs)
-        ]
-        self.raster_dots.setData(spots)
+        trial = np.array([int(r.get("trial", i)) for i, r in enumerate(recs)], dtype=float)
+        row = np.array([CONTEXT_ROWS.get(str(r.get("context")), 0) for r in recs], dtype=float)
+        outcome = np.array([str(r.get("outcome")) for r in recs])
+        for name, item in self.raster_dots.items():
+            mine = outcome == name if outcome.size else np.zeros(0, bool)
+            item.setData(x=trial[mine], y=row[mine])
         for context, curve in self.success_curves.items():
             mine = [r for r in recs if r.get("context") == context]
             rate = running_success([str(r.get("outcome")) for r in mine])
