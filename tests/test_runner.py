@@ -4,6 +4,7 @@ real driver) by scripted mice, asserting the exact outcomes TASKS.md implies."""
 from __future__ import annotations
 
 import json
+import time
 from itertools import pairwise
 from pathlib import Path
 
@@ -251,3 +252,34 @@ def test_cue_triggered_session_on_the_real_firmware(
     fw = r.meta.firmware["lever_board"]
     assert fw["name"] == "lever_board" and fw["simulated"] is False
     assert r.meta.status == "complete" and safe_calls
+
+
+def test_manual_actions_are_logged_and_zero_moves_the_thresholds(tmp_path: Path) -> None:
+    params = SelfInitiatedParams(iti_s=30.0)  # a long ITI: nothing happens meanwhile
+    # the lever rests 0.5 mm out (20 counts) so zeroing has something to do
+    lever = TrialScript(by_trial={0: [Pull(0.0, 0.5, 0.001, 1000.0, 0.001)]})
+    runner = LeverRunner(_rig(tmp_path), "m1", "self_initiated", params, speed=1.0, mouse=lever)
+    runner.start()
+    try:
+        # wait (condition, with a timeout) until the board has sampled the moved lever a while
+        deadline = time.monotonic() + 10
+        while runner.elapsed_s < 0.1 and time.monotonic() < deadline:
+            runner.wait(0.01)
+        assert runner.elapsed_s >= 0.1
+        runner.give_reward(2.0)
+        runner.play_tone(5000, 50)
+        runner.zero_lever()
+        assert runner.task is not None and runner.task.lever_cal.rest_counts == 532
+        hold = runner.task.plan(99).machine.lever
+        assert hold.up_counts == 532 + 40  # pull_threshold_mm = 1.0 from the new rest
+    finally:
+        runner.stop()
+    ev = _events(runner.session_dir)  # type: ignore[arg-type]
+    manual = [(e.name, e.source) for e in ev if e.name.startswith("manual_")]
+    assert manual == [
+        ("manual_reward", "gui"),
+        ("manual_tone", "gui"),
+        ("manual_zero_lever", "gui"),
+    ]
+    valve = next(e for e in ev if e.name == "valve_on")
+    assert valve.data["duration_ms"] == 20 and valve.data["arg"] == 1  # host-commanded

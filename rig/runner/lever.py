@@ -449,8 +449,13 @@ class LeverRunner:
         self._board().open_valve(duration_ms)
 
     def zero_lever(self) -> None:
+        """Take the lever's current position as rest: trials planned from now on use it (the
+        one already queued keeps the old thresholds)."""
         counts = self._board().zero_lever()
-        self._manual("manual_zero_lever", {"rest_counts": counts})
+        if self.task is not None:
+            old = self.task.lever_cal.rest_counts
+            self.task.lever_cal = self.task.lever_cal.model_copy(update={"rest_counts": counts})
+            self._manual("manual_zero_lever", {"rest_counts": counts, "old_rest_counts": old})
 
     # ------------------------------------------------------------------ progress
     def progress(self) -> dict[str, Any]:
