@@ -3,10 +3,12 @@ injection, condition waits on files and a hold-task lever that pulls on a fixed 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import resource
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,3 +147,28 @@ class PeriodicPuller:
 
     def on_output(self, event: Any) -> None:
         pass
+
+
+def _vm_size_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmSize in /proc/self/status")
+
+
+@contextlib.contextmanager
+def address_space_cap(extra_bytes: int) -> Iterator[None]:
+    """Let this process map at most ``extra_bytes`` more while the block runs.
+
+    A damaged file that makes a reader allocate gigabytes then fails with MemoryError or
+    ``std::bad_alloc`` instead of getting the CI machine's test run OOM-killed.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    cap = _vm_size_bytes() + extra_bytes
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
