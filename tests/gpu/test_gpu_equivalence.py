@@ -223,7 +223,7 @@ def test_traces_and_baseline_equal(rng):
 def test_full_path_movie_equal(rng):
     from acquisition.sources.synthetic import make_movie
 
-    m = make_movie(96, size_px=128, n_cells=30, max_shift_px=8.0, seed=int(rng.integers(1 << 30)))
+    m = make_movie(96, size_px=128, n_cells=20, max_shift_px=8.0, seed=int(rng.integers(1 << 30)))
     rois = RoiSet.from_labels(m.masks)
     w = build_weights(rois, neuropil_pixels(rois))
     ref_reg = Registrar(np, (128, 128), RegistrationOptions(n_reference_frames=96))
