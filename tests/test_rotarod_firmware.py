@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rig.core.config import RigConfig, RotarodSimavr
 from rig.core.devices.rotarod import (
     ROTAROD_BOARD_TO_HOST,
     LaneFall,
@@ -31,6 +32,9 @@ from rig.core.simavr import (
     ensure_built,
     missing_tools,
 )
+from rig.core.store import SessionReader
+from rig.runner.rotarod import run_rotarod_session
+from tasks.rotarod import RotarodParams, SimRotarodMouse
 
 pytestmark = pytest.mark.simavr
 SPR = 3200
@@ -167,9 +171,9 @@ def test_mega_build_ramps_exactly() -> None:
         pytest.skip(f"needs {', '.join(missing)}: apt-get install {DEBIAN_PACKAGES}")
     from rig.cli.rotarod import bench_ramp
 
-    fig = bench_ramp(ramp_s=3.0, board="mega")
-    # (4*3 + 0.5*12*3^2)/60 rev = 1.1 rev -> 3520 steps
-    assert fig["steps"] == fig["steps_edges"] == fig["steps_exact"] == 3520
+    fig = bench_ramp(ramp_s=2.0, board="mega")
+    # (4*2 + 0.5*18*2^2)/60 rev = 0.7333 rev -> 2346 whole steps
+    assert fig["steps"] == fig["steps_edges"] == fig["steps_exact"] == 2346
     assert fig["worst_rpm_error_pct"] < 1.0 and fig["max_edge_error_us"] < 100
     assert fig["cutoff_error_us"] == 0.0
 
@@ -215,3 +219,35 @@ def test_stop_busy_and_restart_under_simavr(tmp_path: Path) -> None:
     stop2 = next(m for m in msgs2 if isinstance(m, RodStopped))
     assert stop2.reason == 0 and stop2.steps == 533
     assert len([e for e in second.pins if e.pin == "D4" and e.level == 1]) == 533
+
+
+def test_session_on_the_firmware_under_simavr(tmp_path: Path) -> None:
+    # the whole chain with the real firmware as the rod: runner -> Rotarod driver -> bytes ->
+    # firmware (stepped simavr) -> lane pins tripped by simulated mice at exact simulated times
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}: apt-get install {DEBIAN_PACKAGES}")
+    rig = RigConfig(
+        name="simavr-rod",
+        data_dir=tmp_path,
+        rotarod=RotarodSimavr(driver="simavr", lanes=2, realtime=False),
+    )
+    params = RotarodParams(ramp_s=5, max_s=5, trials_per_day=1, lanes=2)  # 7.2 rpm/s
+    exact = {"noise_sd_rpm": 0.0, "p_cling": 0.0}
+    mice = {
+        0: SimRotarodMouse("a", base_rpm=10.0, **exact),
+        1: SimRotarodMouse("b", base_rpm=60.0, **exact),
+    }
+    res = run_rotarod_session(rig, params, ["a", "b"], mice=mice)
+    assert res.status == "complete"
+    a, b = res.trials
+    # mouse a loses the rod at 10 rpm: (10 - 4) / 7.2 s, timed by the firmware within 1 ms
+    assert a.latency_s == pytest.approx(6 / 7.2, abs=1e-3) and a.ended_by == "fall"
+    # measured over the last 250 ms, so 125 ms behind the ramp: 10 - 7.2 * 0.125 rpm
+    assert a.rpm_at_fall_measured == pytest.approx(10.0 - 7.2 * 0.125, abs=0.2)
+    # mouse b stays on: censored at 5 s with the step count of the exact ramp
+    # (4*5 + 0.5*7.2*5^2)/60 rev = 1.8333 rev -> 5866 whole steps
+    assert b.censored and b.latency_s == 5.0 and b.revolutions == 5866 / SPR
+    r = SessionReader(res.folder)
+    assert r.meta.firmware["rotarod"]["name"] == "rotarod"
+    assert not r.meta.firmware["rotarod"]["flags"] & 1  # the firmware, not the Python rod

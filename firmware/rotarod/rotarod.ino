@@ -174,6 +174,9 @@ static void send_events() {
     b[12] = reason;
     link_send(PKT_ROD_STOPPED, b, sizeof b);
   }
+  // status before time: "still" read before `now` means still at `now` (the ISR may end the
+  // ramp between the two reads; the other order could report a stopped rod too early)
+  bool turning = rod_running();
   uint64_t now = rod_now_us();
   if (now >= next_heartbeat_us) {
     next_heartbeat_us += 100000;
@@ -184,7 +187,7 @@ static void send_events() {
     put_u16(b + 12, link_counters.lost);
     put_u16(b + 14, link_counters.tx_dropped);
     put_u16(b + 16, rod_tick_overruns() + rod_late_steps());
-    b[18] = rod_running() ? 1 : 0;
+    b[18] = turning ? 1 : 0;
     put_u32(b + 19, ramp_count);
     b[23] = 0xFF;
     link_send(PKT_HEARTBEAT, b, sizeof b, true);

@@ -72,7 +72,7 @@ def run_task_rotarod(
             overrides[key.strip()] = yaml.safe_load(value)
         rig, params = _load(config, params_file, **overrides)
         mice = None
-        if simulate_mice and rig.rotarod is not None and rig.rotarod.driver == "sim":
+        if simulate_mice and rig.rotarod is not None and rig.rotarod.driver in ("sim", "simavr"):
             mice = {i: SimRotarodMouse(n, seed=i + 1) for i, n in enumerate(names)}
         res = run_rotarod_session(
             rig,
@@ -245,7 +245,8 @@ def bench_ramp(ramp_s: float = 300.0, board: str = "uno", spr: int = 3200) -> di
     stopped = next(m for m in msgs if isinstance(m, RodStopped))
     edges = np.asarray(rising)
     # the first step goes out on the first 50 us tick by which the rod turned one step
-    first_us = np.ceil(60 / (start * spr) / 50e-6) * 50.0
+    t_step1_s = (-start + np.sqrt(start**2 + 2 * accel * 60 / spr)) / accel  # revs(t) = 1/spr
+    first_us = np.ceil(t_step1_s / 50e-6 - 1e-9) * 50.0
     t0_sim = edges[0] - first_us
     rel = edges - t0_sim
     worst = 0.0

@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from rig.core.config import RigConfig, RotarodSim
+from rig.core.config import RigConfig, RotarodSim, RotarodSimavr
 from rig.core.devices.rotarod import (
     LaneFall,
     PassiveRotation,
@@ -31,7 +31,7 @@ from rig.core.devices.rotarod import (
     RotarodAdapter,
     RotarodError,
 )
-from rig.core.devices.rotarod_sim import SimRotarodTransport
+from rig.core.devices.rotarod_sim import SimavrRotarodTransport, SimRotarodTransport
 from rig.core.errors import RigError
 from rig.core.events import Event
 from rig.core.protocol import Heartbeat, Message
@@ -61,30 +61,31 @@ class RotarodSessionResult:
     reason: str = ""
 
 
+SimulatedRod = SimRotarodTransport | SimavrRotarodTransport
+
+
 def make_rotarod(
     rig: RigConfig, *, realtime: bool = False, transport: Any = None
-) -> tuple[RotarodAdapter, SimRotarodTransport | None]:
-    """The rig's rotarod driver, and the simulated rod behind it when ``driver: sim``.
+) -> tuple[RotarodAdapter, SimulatedRod | None]:
+    """The rig's rotarod driver, and the simulated rod behind it (``driver: sim`` or ``simavr``).
 
-    ``transport`` overrides the one the config implies (e.g. a pty to the firmware under simavr).
+    ``transport`` overrides the one the config implies.
     """
     cfg = rig.rotarod
     if cfg is None:
         raise RigError(f"rig {rig.name!r} has no rotarod section in its config")
-    sim = transport if isinstance(transport, SimRotarodTransport) else None
+    sim = transport if isinstance(transport, SimulatedRod) else None
     if transport is None:
         if isinstance(cfg, RotarodSim):
             sim = SimRotarodTransport(cfg.rod.steps_per_rev, time_scale=1.0 if realtime else None)
             transport = sim
-        elif cfg.driver == "serial":
-            from rig.core.transport import SerialTransport  # type: ignore[import-not-found,unused-ignore]
+        elif isinstance(cfg, RotarodSimavr):
+            sim = SimavrRotarodTransport(firmware=cfg.firmware, realtime=cfg.realtime and realtime)
+            transport = sim
+        else:
+            from rig.core.transport import SerialTransport
 
             transport = SerialTransport(cfg.port, cfg.baud)
-        else:
-            raise RigError(
-                "rotarod driver 'simavr' needs a transport to the simulated firmware "
-                "(see tests/test_rotarod_firmware.py); use driver: sim for a simulated rod"
-            )
     rod = Rotarod(
         transport,
         n_lanes=cfg.lanes,
@@ -186,7 +187,7 @@ def run_rotarod_session(
     if rod.n_lanes < len(subjects):
         raise RigError(f"the rotarod has {rod.n_lanes} lanes, {len(subjects)} subjects given")
     if mice and sim is None:
-        raise RigError("simulated mice need the simulated rod (rotarod driver: sim)")
+        raise RigError("simulated mice need a simulated rod (rotarod driver: sim or simavr)")
     stop = stop or threading.Event()
     inbox: queue.Queue[Message] = queue.Queue()
     rod.on_event.append(inbox.put)
@@ -257,7 +258,7 @@ def vars_of(hello: Any) -> dict[str, Any]:
 
 def _inter_trial(
     params: RotarodParams,
-    sim: SimRotarodTransport | None,
+    sim: SimulatedRod | None,
     stop: threading.Event,
     on_countdown: Callable[[float], None] | None,
     log: Callable[[Event], None],
@@ -300,6 +301,7 @@ def _run_trial(
     falls: dict[int, list[LaneHit]] = {lane: [] for lane in range(len(subjects))}
     passive: dict[int, list[LaneHit]] = {lane: [] for lane in range(len(subjects))}
     stop_sent = False
+    still = 0  # consecutive heartbeats reporting a still rod
     deadline = time.monotonic() + timeout_s
     spr = rod.steps_per_rev
     while stopped is None:
@@ -325,22 +327,17 @@ def _run_trial(
             if started is None:  # ROD_STARTED was lost (CRC error, dropped byte)
                 started = _infer_start(msg, params)
                 log(Event("rotarod_start_inferred", "host", started.t_us, trial=trial))
-        elif (
-            isinstance(msg, Heartbeat)
-            and started is not None
-            and not msg.status & 1
-            and msg.t_us > started.t_us
-        ):
-            # ROD_STOPPED was lost: the heartbeat says the rod is still
-            cutoff_us = started.t_us + round(params.max_s * 1e6)
-            reason = 0 if msg.t_us >= cutoff_us else 1
-            steps = last_speed.steps if last_speed is not None else 0
-            stopped = RodStopped(min(msg.t_us, cutoff_us), steps, reason)
-            log(
-                Event(
-                    "rotarod_stop_inferred", "host", msg.t_us, trial=trial, data={"reason": reason}
+        elif isinstance(msg, Heartbeat) and started is not None and msg.t_us > started.t_us:
+            # two heartbeats (100 ms apart) saying the rod is still: ROD_STOPPED was lost
+            still = still + 1 if not msg.status & 1 else 0
+            if still == 2:
+                reason = 1 if stop_sent else 0
+                steps = last_speed.steps if last_speed is not None else 0
+                t_end = msg.t_us if stop_sent else started.t_us + round(params.max_s * 1e6)
+                stopped = RodStopped(t_end, steps, reason)
+                log(
+                    Event("rotarod_stop_inferred", "host", msg.t_us, trial, data={"reason": reason})
                 )
-            )
         elif isinstance(msg, LaneFall | PassiveRotation) and msg.lane in falls:
             hit = LaneHit(msg.t_us, msg.rpm_mrpm / 1000, msg.steps / spr)
             (falls if isinstance(msg, LaneFall) else passive)[msg.lane].append(hit)
