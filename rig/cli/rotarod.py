@@ -167,13 +167,6 @@ def cohort(
     typer.echo(f"{mice} mice x {days} days x {trials} trials in {time.monotonic() - t0:.1f} s")
 
 
-#: Port/bit names of the rotarod firmware's pins under simavr (docs/rotarod.md, "Pins").
-ROD_PINS = {
-    "uno": {"step": "D4", "fall": "B", "passive": "C"},
-    "mega": {"step": "G5", "fall": "K", "passive": "F"},
-}
-
-
 def bench_ramp(ramp_s: float = 300.0, board: str = "uno", spr: int = 3200) -> dict[str, Any]:
     """Run a 4 -> 40 rpm ramp on the firmware under simavr (stepped, simulated time) and
     measure it from the recorded step-pin edges.
@@ -197,8 +190,9 @@ def bench_ramp(ramp_s: float = 300.0, board: str = "uno", spr: int = 3200) -> di
         RodStopped,
         StartRamp,
     )
+    from rig.core.devices.rotarod_sim import ROD_PINS
     from rig.core.protocol import GetHello, Packet, PacketEncoder, StreamDecoder
-    from rig.core.simavr import AvrSim, ensure_built  # type: ignore[attr-defined,unused-ignore]
+    from rig.core.simavr import AvrSim, ensure_built
 
     if board not in ROD_PINS:
         raise ValueError(f"board must be one of {sorted(ROD_PINS)}, got {board!r}")
