@@ -204,7 +204,14 @@ def run_rotarod_session(
     )
     writer = SessionWriter.create(data_dir or rig.data_dir, meta, rig.fsync_interval_s)
     result = RotarodSessionResult(writer.folder)
-    timeout_s = trial_timeout_s or (params.max_s + 30.0 if realtime or sim is None else 120.0)
+    if trial_timeout_s is not None:
+        timeout_s = trial_timeout_s
+    elif isinstance(sim, SimavrRotarodTransport):
+        timeout_s = 5 * params.max_s + 60.0  # simavr runs at about real time, or slower
+    elif realtime or sim is None:
+        timeout_s = params.max_s + 30.0
+    else:
+        timeout_s = 120.0  # the Python rod in virtual time: a 300 s trial takes ~1 s
 
     def log(ev: Event) -> None:
         writer.write_event(ev)
