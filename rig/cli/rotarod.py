@@ -11,7 +11,15 @@ import typer
 
 rotarod_app = typer.Typer(help="Accelerating rotarod: sessions and simulated cohorts.")
 
-DEFAULT_CONFIG = Path("hardware_configs/sim.yaml")
+_CONFIG_DIRS = (
+    Path(__file__).resolve().parents[2] / "hardware_configs",  # a checkout
+    Path(__file__).resolve().parents[1] / "_hardware_configs",  # the wheel's copy
+)
+#: hardware_configs/sim.yaml wherever it is (checkout or wheel); an explicit --config wins
+DEFAULT_CONFIG = next(
+    (d / "sim.yaml" for d in _CONFIG_DIRS if (d / "sim.yaml").is_file()),
+    Path("hardware_configs/sim.yaml"),
+)
 
 
 def _load(config: Path, params_file: Path | None, **overrides: object) -> tuple[Any, Any]:
