@@ -71,7 +71,9 @@ class CausalBaseline:
         self.window = max(1, int(window_frames))
         self.update_every = max(1, int(update_every))
         self.percentile = float(percentile)
-        self.ring = xp.zeros((self.window, n), xp.float32)
+        # (n, window): the order statistic runs along the contiguous last axis (numpy and CuPy
+        # both partition the last axis in place; another axis costs a transposed copy first)
+        self.ring = xp.zeros((n, self.window), xp.float32)
         self.count = 0  # frames seen
         self.refreshes = 0  # order-statistic recomputations so far (for latency diagnostics)
         self.f0 = xp.zeros(n, xp.float32)
@@ -79,8 +81,8 @@ class CausalBaseline:
     def _refresh(self) -> None:
         m = min(self.count, self.window)
         k = round(self.percentile / 100.0 * (m - 1))
-        data = self.ring[:m] if m < self.window else self.ring
-        self.f0 = self.xp.partition(data, k, axis=0)[k]
+        data = self.ring[:, :m] if m < self.window else self.ring
+        self.f0 = self.xp.partition(data, k, axis=1)[:, k]
         self.refreshes += 1
 
     def update(self, fc: Any) -> Any:
@@ -110,9 +112,9 @@ class CausalBaseline:
         r = rows.shape[0]
         start = self.count % self.window
         first = min(r, self.window - start)
-        self.ring[start : start + first] = rows[:first]
+        self.ring[:, start : start + first] = rows[:first].T
         if first < r:
-            self.ring[: r - first] = rows[first:]
+            self.ring[:, : r - first] = rows[first:].T
         self.count += r
 
 
