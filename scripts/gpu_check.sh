@@ -46,7 +46,7 @@ print("cupy usable:", cupy_available(), "-> backend auto =", resolve_backend("au
 PYEOF
 
 echo; echo "== 1/3 GPU tests (tests/gpu)"
-timeout 180 "$PY" -m pytest -q -p no:cacheprovider -rs tests/gpu --junitxml "$OUT/gpu_tests.xml"
+timeout 150 "$PY" -m pytest -q -p no:cacheprovider -rs tests/gpu --junitxml "$OUT/gpu_tests.xml"
 rc_tests=$?
 if [ "$rc_tests" -eq 5 ] && ! "$PY" -c "from acquisition.xp import cupy_available as c; raise SystemExit(0 if c() else 1)"; then
   echo "gpu tests: skipped (no CuPy or no CUDA device here: dry run)"
@@ -60,7 +60,7 @@ echo "benchmark command: ${BENCH[*]}"
 
 echo; echo "== 2/3 benchmark, CuPy"
 if "$PY" -c "from acquisition.xp import cupy_available as c; raise SystemExit(0 if c() else 1)"; then
-  timeout 200 "${BENCH[@]}" --backend cupy --size 512 --rois 500 --frames "$FRAMES" \
+  timeout 150 "${BENCH[@]}" --backend cupy --size 512 --rois 500 --frames "$FRAMES" \
     --batch 256 --repeats "$REPEATS" --stream-frames 3000 --skimage-frames 0 \
     --json "$OUT/bench_cupy.json"
   rc_cupy=$?
@@ -70,7 +70,7 @@ else
 fi
 
 echo; echo "== 3/3 benchmark, numpy on this machine's CPU (reference)"
-timeout 150 "${BENCH[@]}" --backend numpy --size 512 --rois 500 --frames "${GPU_CHECK_NP_FRAMES:-600}" \
+timeout 100 "${BENCH[@]}" --backend numpy --size 512 --rois 500 --frames "${GPU_CHECK_NP_FRAMES:-600}" \
   --batch 64 --stream-frames 300 --nonrigid-frames 20 --skimage-frames 30 \
   --json "$OUT/bench_numpy.json"
 rc_np=$?
