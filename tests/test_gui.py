@@ -13,11 +13,12 @@ import pytest
 from PyQt6.QtCore import QPointF, Qt
 from PyQt6.QtWidgets import QLabel
 
-from gui.app import MainWindow
+from gui.app import MainWindow, build_window
 from gui.bridge import QtBridge
 from gui.forms import ParamsForm, label_of, unit_of
 from gui.ring import LeverRing, TraceRing
 from gui.threadcheck import ThreadChecker
+from rig.core.errors import ConfigError
 from rig.core.events import Event
 from rig.core.signals import RigSignals
 from tasks.params import MixedParams, SelfInitiatedParams
@@ -271,3 +272,26 @@ def test_rotarod_panel_shows_lanes_falls_and_countdown(qtbot, window):
     assert rp.fall_table.item(0, 1).text() == "2" and rp.fall_table.item(0, 2).text() == "3.0"
     signals.event.emit(Event("rotarod_stop", "rotarod", 4_000_000, data={"next_trial_in_s": 90}))
     qtbot.waitUntil(lambda: rp.countdown.text() in ("1:30", "1:29"), timeout=5000)
+
+
+def test_build_window_preselects_and_autostarts(qtbot, tmp_path, sim_config_path):
+    factory = SyntheticFactory()
+    win = build_window(
+        sim_config_path,
+        task="self_initiated",
+        subject_id="demo1",
+        params={"hold_ms": 250},
+        autostart=True,
+        runner_factory=factory,
+    )
+    qtbot.addWidget(win)
+    win.confirm_close = lambda: True  # type: ignore[method-assign]
+    qtbot.waitUntil(lambda: win.runner is not None, timeout=5000)
+    req = factory.requests[0]
+    assert (req.task, req.subject_id, req.params.hold_ms) == ("self_initiated", "demo1", 250.0)
+    win.close()
+    assert not factory.runners[0].running
+    with pytest.raises(ConfigError, match="hold_ms"):
+        build_window(sim_config_path, task="self_initiated", params={"hold_ms": -1})
+    with pytest.raises(ConfigError, match="not available"):
+        build_window(sim_config_path, task="juggling")

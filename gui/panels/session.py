@@ -14,6 +14,7 @@ from PyQt6.QtWidgets import (
     QComboBox,
     QFormLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -126,6 +127,9 @@ class SessionPanel(QWidget):
         self.health = QTableWidget(len(HEALTH_ROWS), 0)
         self.health.setVerticalHeaderLabels([h for _, h in HEALTH_ROWS])
         self.health.setMinimumHeight(190)
+        header = self.health.horizontalHeader()
+        assert header is not None
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self._health_cols: dict[str, int] = {}
         self.frames_board: int | None = None
         self.frames_imaging: int | None = None
