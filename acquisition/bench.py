@@ -142,6 +142,7 @@ def run_imaging_bench(
     max_shift_px: float = 15.0,
     seed: int = 0,
     progress: Progress | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return its figures (see the module docstring).
 
@@ -161,6 +162,9 @@ def run_imaging_bench(
         Frames for the piecewise-rigid throughput (default: all on CuPy, 60 on numpy).
     skimage_frames : int
         Frames registered by scikit-image for the reference figure (0 skips it).
+    checkpoint : callable, optional
+        Called with the partial result after every phase (``"complete": False`` until the end),
+        so a run cut short by a time limit still leaves its figures.
     """
     say = progress or (lambda _m: None)
     name = resolve_backend(backend)
@@ -186,6 +190,21 @@ def run_imaging_bench(
     t0 = time.perf_counter()
     weights = build_weights(rois, neuropil_pixels(rois))
     rois_s = time.perf_counter() - t0
+    result: dict[str, Any] = {
+        "complete": False,
+        "backend": name,
+        "device": device_name(xp),
+        "size_px": size_px,
+        "n_frames": n_frames,
+        "n_rois": n_rois,
+        "batch_frames": batch_frames,
+        "setup": {"movie_gen_s": movie_gen_s, "reference_s": reference_s, "rois_s": rois_s},
+    }
+
+    def save(key: str, value: Any) -> None:
+        result[key] = value
+        if checkpoint is not None:
+            checkpoint(result)
 
     def fresh(opt: RegistrationOptions = reg_opt) -> FullPathProcessor:
         return _make_processor(xp, opt, reference, reg.line_phase_px, weights, fs)
@@ -214,11 +233,13 @@ def run_imaging_bench(
         "baseline_warmup_frames_skipped": warm,
     }
 
+    save("accuracy", accuracy)
     say(f"batch throughput ({repeats} x {n_frames} frames, batch {batch_frames}) ...")
     proc = fresh()
     proc.process_movie(movie[: min(2 * batch_frames, n_frames)], batch_frames)  # warm-up
     dt = _timed_movie(proc, movie, batch_frames, repeats)
     batch = {"frames": repeats * n_frames, "seconds": dt, "frames_per_s": repeats * n_frames / dt}
+    save("batch", batch)
 
     say(f"streaming latency ({stream_frames} frames, one at a time) ...")
     proc = fresh()
@@ -252,6 +273,7 @@ def run_imaging_bench(
         ),
     }
 
+    save("stream", stream)
     nr_n = nonrigid_frames if nonrigid_frames is not None else (n_frames if is_cupy(xp) else 60)
     nr_n = max(1, min(nr_n, n_frames))
     say(f"piecewise-rigid throughput ({nr_n} frames) ...")
@@ -262,33 +284,24 @@ def run_imaging_bench(
     dt = _timed_movie(proc, movie[:nr_n], batch_frames, nr_rep)
     nonrigid = {"frames": nr_n * nr_rep, "frames_per_s": nr_n * nr_rep / dt}
 
-    result: dict[str, Any] = {
-        "backend": name,
-        "device": device_name(xp),
-        "size_px": size_px,
-        "n_frames": n_frames,
-        "n_rois": n_rois,
-        "batch_frames": batch_frames,
-        "setup": {"movie_gen_s": movie_gen_s, "reference_s": reference_s, "rois_s": rois_s},
-        "accuracy": accuracy,
-        "batch": batch,
-        "stream": stream,
-        "nonrigid": nonrigid,
-    }
+    save("nonrigid", nonrigid)
     if is_cupy(xp):
         say("upload ceiling (pinned host -> device, nothing else) ...")
         up = _upload_ceiling(xp, movie, batch_frames, repeats)
-        result["upload_ceiling"] = {
-            "frames_per_s": up,
-            "gb_per_s": up * m.frames[0].nbytes / 1e9,
-            "full_path_ratio": batch["frames_per_s"] / up,
-        }
+        save(
+            "upload_ceiling",
+            {
+                "frames_per_s": up,
+                "gb_per_s": up * m.frames[0].nbytes / 1e9,
+                "full_path_ratio": batch["frames_per_s"] / up,
+            },
+        )
         say("variant: Fourier shift instead of bilinear ...")
         f_opt = RegistrationOptions(max_shift_px=reg_opt.max_shift_px, shift_method="fourier")
         proc = fresh(f_opt)
         proc.process_movie(movie[:batch_frames], batch_frames)
         dt = _timed_movie(proc, movie, batch_frames, repeats)
-        result["variant_fourier_shift_fps"] = repeats * n_frames / dt
+        save("variant_fourier_shift_fps", repeats * n_frames / dt)
         result["fused_kernels"] = fused.fused_enabled(xp)
         if fused.fused_enabled(xp):
             say("variant: plain CuPy (fused kernels off) ...")
@@ -297,7 +310,7 @@ def run_imaging_bench(
                 proc = fresh()
                 proc.process_movie(movie[:batch_frames], batch_frames)
                 dt = _timed_movie(proc, movie, batch_frames, repeats)
-                result["variant_plain_cupy_fps"] = repeats * n_frames / dt
+                save("variant_plain_cupy_fps", repeats * n_frames / dt)
             finally:
                 fused.set_fused(True)
         result["gpu_memory"] = gpu_memory(xp)
@@ -307,6 +320,7 @@ def run_imaging_bench(
             m.frames, m.shifts_px, reference, min(skimage_frames, n_frames)
         )
     result["targets"] = check_targets(result)
+    result["complete"] = True
     return result
 
 
@@ -445,10 +459,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
+
+    def checkpoint(partial: dict[str, Any]) -> None:
+        if a.json is not None:
+            a.json.parent.mkdir(parents=True, exist_ok=True)
+            a.json.write_text(json.dumps(partial, indent=1) + "\n")
+
     res = run_imaging_bench(
         a.backend, a.size, a.frames, a.rois, a.batch, a.stream_frames, a.repeats,
         a.nonrigid_frames, a.skimage_frames, seed=a.seed,
-        progress=lambda m: print(m, file=sys.stderr, flush=True),
+        progress=lambda m: print(m, file=sys.stderr, flush=True), checkpoint=checkpoint,
     )  # fmt: skip
     res["load_avg_1min"] = os.getloadavg()[0]
     res["cpu_count"] = os.cpu_count()

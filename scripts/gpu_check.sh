@@ -87,29 +87,34 @@ for name, rc in (("cupy", rc_c), ("numpy", rc_n)):
         print(f"bench {name}: no JSON (exit {rc})")
         continue
     r = json.loads(p.read_text())
+    if not r.get("complete", True):
+        print(f"bench {name}: INCOMPLETE (cut short); phases done: "
+              f"{[k for k in ('accuracy', 'batch', 'stream', 'nonrigid', 'upload_ceiling') if k in r]}")
     print(f"bench {name} on {r['device']} ({r['n_frames']} frames x {r['size_px']}^2 px, "
           f"{r['n_rois']} ROIs, batch {r['batch_frames']}):")
-    print(f"  batch full path: {r['batch']['frames_per_s']:,.0f} frames/s; streaming p50/p99 "
-          f"{r['stream']['latency_ms_p50']:.3f}/{r['stream']['latency_ms_p99']:.3f} ms; "
-          f"piecewise-rigid {r['nonrigid']['frames_per_s']:,.0f} frames/s")
-    st = r["stream"]
+    nan = float("nan")
+    b, st, nr = r.get("batch", {}), r.get("stream", {}), r.get("nonrigid", {})
+    print(f"  batch full path: {b.get('frames_per_s', nan):,.0f} frames/s; streaming p50/p99 "
+          f"{st.get('latency_ms_p50', nan):.3f}/{st.get('latency_ms_p99', nan):.3f} ms; "
+          f"piecewise-rigid {nr.get('frames_per_s', nan):,.0f} frames/s")
     print(f"  streaming p99 without the {st.get('baseline_refresh_frames')} baseline-refresh "
-          f"frames: {st.get('latency_ms_p99_without_refresh_frames', float('nan')):.3f} ms; "
-          f"thread CPU p50 {st.get('thread_cpu_ms_p50', float('nan')):.3f} ms")
-    a = r["accuracy"]
-    print(f"  shift error mean/p99 {a['shift_err_mean_px']:.3f}/{a['shift_err_p99_px']:.3f} px; "
-          f"dF/F r active median {a['dff_r_active_median']:.3f} ({a['n_active']} cells)")
+          f"frames: {st.get('latency_ms_p99_without_refresh_frames', nan):.3f} ms; "
+          f"thread CPU p50 {st.get('thread_cpu_ms_p50', nan):.3f} ms")
+    a = r.get("accuracy", {})
+    print(f"  shift error mean/p99 {a.get('shift_err_mean_px', nan):.3f}/"
+          f"{a.get('shift_err_p99_px', nan):.3f} px; dF/F r active median "
+          f"{a.get('dff_r_active_median') or nan:.3f} ({a.get('n_active')} cells)")
     if "upload_ceiling" in r:
         u = r["upload_ceiling"]
         print(f"  upload ceiling {u['frames_per_s']:,.0f} frames/s ({u['gb_per_s']:.1f} GB/s); "
               f"full path = {100 * u['full_path_ratio']:.0f}% of it")
         print(f"  fused kernels: {r.get('fused_kernels')}; plain CuPy "
-              f"{r.get('variant_plain_cupy_fps', float('nan')):,.0f} frames/s; Fourier-shift "
-              f"{r.get('variant_fourier_shift_fps', float('nan')):,.0f} frames/s")
+              f"{r.get('variant_plain_cupy_fps', nan):,.0f} frames/s; Fourier-shift "
+              f"{r.get('variant_fourier_shift_fps', nan):,.0f} frames/s")
     if "skimage_reference" in r:
         k = r["skimage_reference"]
         print(f"  skimage phase_cross_correlation: {k['ms_per_frame']:.1f} ms/frame")
-    for k, t in r["targets"].items():
+    for k, t in r.get("targets", {}).items():
         op = ">=" if t["higher_is_better"] else "<="
         v = t["value"]
         vs = "n/a" if v is None else f"{v:,.3f}"

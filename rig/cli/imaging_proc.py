@@ -316,10 +316,18 @@ def bench_imaging_cmd(
     from acquisition.xp import BackendError
 
     err = Console(stderr=True)
+
+    def checkpoint(partial: dict[str, Any]) -> None:
+        # a run cut short (time limit) still leaves the figures measured so far
+        if json_path is not None:
+            json_path.parent.mkdir(parents=True, exist_ok=True)
+            json_path.write_text(json.dumps(partial, indent=1) + "\n")
+
     try:
         res = run_imaging_bench(
             backend, size, frames, rois, batch, stream_frames, repeats, nonrigid_frames,
             skimage_frames, seed=seed, progress=lambda s: err.print(f"[dim]{s}[/dim]"),
+            checkpoint=checkpoint,
         )  # fmt: skip
     except BackendError as e:
         _fail(str(e))
