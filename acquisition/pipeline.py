@@ -261,10 +261,9 @@ class ImagingPipeline:
                         items.append(self._q.get_nowait())
                     except queue.Empty:
                         break
-                if items[-1] is _STOP:
-                    items.pop()
-                    stop = True
-                items = [it for it in items if it is not _STOP]
+                if any(it is _STOP for it in items):
+                    stop = True  # frames pushed before close() are in items and still processed
+                    items = [it for it in items if it is not _STOP]
                 if self.processor is None:
                     self._warm.extend(items)
                     if len(self._warm) < self.warmup_frames and not stop:
