@@ -16,7 +16,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rig.core.protocol import AbortTrial, Ack, EventMsg, Packet, SetConfig, SetStream, StartTrial
+from rig.core.protocol import (
+    AbortTrial,
+    Ack,
+    EventMsg,
+    Heartbeat,
+    Packet,
+    SetConfig,
+    SetStream,
+    StartTrial,
+)
 from rig.core.protocol.codes import EventCode
 from rig.core.simavr.client import BoardError, SteppedBoard
 from rig.core.simavr.pins import LEVER_ADC_CHANNEL, lever_pin
@@ -180,9 +189,7 @@ class FirmwareRunner:
         self._offset_us = self._clock_offset()
 
     def _clock_offset(self) -> float:
-        """Simulated µs minus device µs, from a tick-stamped event's position in time."""
-        from rig.core.protocol import Heartbeat
-
+        """Simulated µs minus device µs: a heartbeat's stamp against its first byte's time."""
         p = self.b.wait_for(
             lambda p: isinstance(p.item, Packet) and isinstance(p.item.msg, Heartbeat),
             what="heartbeat",
