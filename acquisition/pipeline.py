@@ -127,6 +127,7 @@ class ImagingPipeline:
         self._header_written = False
         self._thread = threading.Thread(target=self._run, name="imaging-pipeline", daemon=True)
         self._started = False
+        self._closed = False
 
     # ------------------------------------------------------------------ control
     def on_result(self, fn: Callable[[FrameResult], None]) -> None:
@@ -159,6 +160,8 @@ class ImagingPipeline:
         self._raise_if_failed()
         if not self._started:
             raise RuntimeError("pipeline not started: call start() first")
+        if self._closed:
+            raise RuntimeError("pipeline closed: frames pushed now would never be processed")
         item = (int(frame_index), float(t_frame_s), time.perf_counter(), frame)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
@@ -188,6 +191,7 @@ class ImagingPipeline:
 
     def close(self, timeout_s: float = 60.0) -> dict[str, Any]:
         """Process everything queued, stop the thread, finish the files; returns :meth:`stats`."""
+        self._closed = True
         if self._started and self._thread.is_alive():
             self._q.put(_STOP)
             self._thread.join(timeout_s)

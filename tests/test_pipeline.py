@@ -142,11 +142,13 @@ def test_frame_clock_mapping_and_mismatch_report(movie, tmp_path):
     np.testing.assert_array_equal(res["frames"]["t_board_us"][:40], edges[:40])
 
 
-def test_index_gaps_are_counted(movie):
+def test_index_gaps_are_counted_and_push_after_close_fails(movie):
     pipe = ImagingPipeline(_processor(movie)).start()
     for i in [0, 1, 2, 5, 6]:
         pipe.push(i, i / 30, movie.frames[i])
     assert pipe.close()["frame_index_gaps"] == 1
+    with pytest.raises(RuntimeError, match="closed"):
+        pipe.push(7, 7 / 30, movie.frames[7])
 
 
 def test_setup_from_warmup_frames_and_session_writer(movie, tmp_path):
