@@ -74,3 +74,21 @@ def test_firmware_and_python_trails_are_equal(
         int(ln.split()[0], 16) & 0xFFFF for ln in nm.splitlines() if ln.endswith(" __bss_end")
     )
     assert int(end["min_sp"]) - bss_end >= 64, (end["min_sp"], bss_end)
+
+
+def test_the_mega_build_gives_the_same_trails(tmp_path: Path) -> None:
+    """The Mega 2560 build (other pins, other limits) on a few traces."""
+    from rig.core.simavr import ensure_built
+    from tests.simavr_helpers import require_simavr
+
+    require_simavr()
+    elf, harness = ensure_built("lever_board", "mega")
+    rng = np.random.default_rng(7)
+    with AvrSim(elf, tmp_path / "m.log", board="mega", stepped=True, pty=False,
+                harness=harness) as sim:  # fmt: skip
+        runner = FirmwareRunner(SteppedBoard(sim), "mega")
+        runner.setup()
+        for _ in range(5):
+            case = random_case(rng, duration_ms=1500)
+            fw = runner.run(case)
+            assert compare_trails(fw.trail, run_python(case, fw)) is None
