@@ -295,3 +295,71 @@ def test_build_window_preselects_and_autostarts(qtbot, tmp_path, sim_config_path
         build_window(sim_config_path, task="self_initiated", params={"hold_ms": -1})
     with pytest.raises(ConfigError, match="not available"):
         build_window(sim_config_path, task="juggling")
+
+
+def test_finished_trial_is_shaded_from_its_record():
+    from gui.panels.lever import state_class, trial_spans
+
+    rec = {
+        "outcome": "early_release",
+        "t_start_us": 0,
+        "t_ready_us": 1_000_000,
+        "t_cue_us": 1_000_000,
+        "t_cross_us": 1_300_000,
+        "t_release_us": 1_400_000,
+        "t_reward_us": None,
+        "t_end_us": 2_000_000,
+    }
+    assert trial_spans(rec) == [
+        (0, "iti"),
+        (1_000_000, "cue"),
+        (1_300_000, "hold"),
+        (1_400_000, "fail"),
+        (2_000_000, "iti"),
+    ]
+    rewarded = dict(rec, outcome="reward", t_cue_us=None, t_reward_us=1_500_000)
+    assert [c for _, c in trial_spans(rewarded)] == ["iti", "ready", "hold", "reward", "iti"]
+    assert trial_spans({"outcome": "reward"}) == []
+    assert state_class("timeout_too_early") == "fail" and state_class("hold") == "hold"
+    assert state_class("iti_quiet") == "quiet" and state_class("weird") is None
+
+
+def test_lever_panel_replaces_live_guesses_with_the_record(qtbot):
+    from gui.panels.lever import LeverPanel
+
+    bridge = QtBridge()
+    panel = LeverPanel(bridge)
+    qtbot.addWidget(panel)
+    panel.on_events(
+        [
+            Event("trial_start", "lever_board", 0),
+            Event("lever_up", "lever_board", 500_000),  # an ITI movement: no hold yet
+            Event("tone_on", "lever_board", 1_000_000),
+            Event("lever_up", "lever_board", 1_300_000),
+            Event("manual_tone", "gui", 1_350_000),
+            Event("lever_down", "lever_board", 1_400_000),
+        ]
+    )
+    assert [c for _, c in panel.transitions] == ["iti", "cue", "hold", "fail"]
+    panel.on_trial(
+        {
+            "outcome": "early_release",
+            "t_start_us": 0,
+            "t_ready_us": 900_000,
+            "t_cue_us": 900_000,
+            "t_cross_us": 1_300_000,
+            "t_release_us": 1_400_000,
+            "t_end_us": 2_000_000,
+        }
+    )
+    assert panel.transitions == [
+        (0, "iti"),
+        (900_000, "cue"),
+        (1_300_000, "hold"),
+        (1_400_000, "fail"),
+        (2_000_000, "iti"),
+    ]
+    bridge.lever.append(np.arange(0, 2_500_000, 1000), np.zeros(2500))
+    panel.redraw()
+    shown = [r for r in panel._regions if r.isVisible()]
+    assert len(shown) == 5

@@ -3,9 +3,11 @@ the trial state shaded behind the trace."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pyqtgraph as pg
-from PyQt6.QtWidgets import QVBoxLayout, QWidget
+from PyQt6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from gui.bridge import QtBridge
 from rig.core.events import Event
@@ -40,6 +42,54 @@ STATE_COLOURS: dict[str, tuple[int, int, int, int]] = {
     "reward": (40, 180, 60, 70),
     "fail": (220, 50, 50, 60),
 }
+
+
+def state_class(name: str) -> str | None:
+    """Shading class of a task state name (``"hold"``, ``"timeout_too_early"``...), if any."""
+    n = name.lower()
+    for key, cls in (
+        ("reward", "reward"),
+        ("consume", "reward"),
+        ("hold", "hold"),
+        ("cue", "cue"),
+        ("window", "cue"),
+        ("ready", "ready"),
+        ("quiet", "quiet"),
+        ("iti", "iti"),
+    ):
+        if key in n:
+            return cls
+    if any(k in n for k in ("fail", "miss", "early", "overshoot", "no_pull", "timeout")):
+        return "fail"
+    return None
+
+
+def trial_spans(record: dict[str, Any]) -> list[tuple[int, str]]:
+    """Exact state transitions (t_device_us, class) of a finished trial from its record."""
+
+    def t(key: str) -> int | None:
+        v = record.get(key)
+        return None if v in (None, "") else int(v)
+
+    start, end = t("t_start_us"), t("t_end_us")
+    if start is None or end is None:
+        return []
+    ready, cross, reward = t("t_ready_us"), t("t_cross_us"), t("t_reward_us")
+    spans = [(start, "iti")]
+    if ready is not None:
+        spans.append((ready, "cue" if t("t_cue_us") is not None else "ready"))
+    if cross is not None:
+        spans.append((cross, "hold"))
+    if reward is not None:
+        spans.append((reward, "reward"))
+    elif record.get("outcome") not in (None, "reward", "aborted"):
+        release = t("t_release_us")
+        fail_at = release if release is not None and cross is not None else None
+        if record.get("outcome") in ("miss", "no_pull"):
+            fail_at = end
+        spans.append((fail_at if fail_at is not None else end, "fail"))
+    spans.append((end, "iti"))
+    return spans
 
 
 class LeverPanel(QWidget):
@@ -91,12 +141,21 @@ class LeverPanel(QWidget):
         self._regions: list[pg.LinearRegionItem] = []
         self.transitions: list[tuple[int, str]] = []  # (t_device_us, state), time order
         self.state: str | None = None
+        legend = " ".join(
+            f'<span style="background-color: rgba({r},{g},{b},{min(255, 3 * a)})">'
+            f"&nbsp;{name}&nbsp;</span>"
+            for name, (r, g, b, a) in STATE_COLOURS.items()
+        )
+        self.legend = QLabel(f"state: {legend}")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
         layout.addWidget(self.plot)
+        layout.addWidget(self.legend)
         self.set_thresholds(pull_threshold_mm=1.0, rest_band_mm=0.2)
         bridge.lever_updated.connect(self.redraw)
         bridge.events.connect(self.on_events)
+        bridge.trial.connect(self.on_trial)
         bridge.session.connect(self._on_session)
 
     def set_thresholds(
@@ -117,11 +176,25 @@ class LeverPanel(QWidget):
             self.transitions.clear()
             self.state = None
 
+    def on_trial(self, record: dict[str, Any]) -> None:
+        """Replace the live guesses for a finished trial by its exact phases from the record.
+
+        Live shading comes from board events as they arrive (a guess where the board does not
+        name its state); the trial record has the exact times of every phase.
+        """
+        exact = trial_spans(record)
+        if not exact:
+            return
+        t0, t1 = exact[0][0], int(record["t_end_us"])
+        kept = [tr for tr in self.transitions if not t0 <= tr[0] <= t1]
+        self.transitions = sorted(kept + exact, key=lambda tr: tr[0])
+
     def on_events(self, events: list[Event]) -> None:
         for ev in events:
             if ev.t_device_us is None or ev.source == "gui":
                 continue  # host-only events have no board time; manual actions are no state
-            state = ev.data.get("state") if isinstance(ev.data.get("state"), str) else None
+            named = ev.data.get("state")
+            state = state_class(named) if isinstance(named, str) else None
             state = state or STATE_OF_EVENT.get(ev.name)
             if ev.name == "lever_down" and self.state == "hold":
                 state = "fail"  # released before the hold ended (a reward would come first)
