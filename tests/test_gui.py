@@ -6,6 +6,7 @@ These run against :class:`gui.synthetic.SyntheticRunner` so they exercise the GU
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import numpy as np
@@ -363,3 +364,18 @@ def test_lever_panel_replaces_live_guesses_with_the_record(qtbot):
     panel.redraw()
     shown = [r for r in panel._regions if r.isVisible()]
     assert len(shown) == 5
+
+
+def test_app_cli_refuses_without_display_and_on_bad_config(monkeypatch, tmp_path, capsys):
+    from gui.app import cli
+
+    for var in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(var, raising=False)
+    if sys.platform.startswith("linux"):
+        assert cli([]) == 3
+        assert "rig demo --headless" in capsys.readouterr().err
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata_dir: /tmp\nlever_board: {driver: warp}\n")
+    assert cli([str(bad)]) == 2
+    assert "lever_board" in capsys.readouterr().err
