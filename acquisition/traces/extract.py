@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from acquisition.traces import fused
+from acquisition.xp import is_cupy
+
 
 @dataclass
 class TraceOptions:
@@ -149,6 +152,15 @@ class TraceExtractor:
         self.xp = xp
         self.w = weights
         self.opt = options or TraceOptions()
+        # raw CSR arrays for the fused CuPy product (int32 indices, as cuSPARSE uses too)
+        self._csr = None
+        if (
+            is_cupy(xp)
+            and getattr(weights, "indices", None) is not None
+            and weights.indices.dtype == xp.int32
+            and weights.indptr.dtype == xp.int32
+        ):
+            self._csr = (weights.data.astype(xp.float32), weights.indices, weights.indptr)
         self.n = int(weights.shape[0]) // 2
         self.frame_rate_hz = float(frame_rate_hz)
         self.baseline = CausalBaseline(
@@ -161,6 +173,9 @@ class TraceExtractor:
 
     def raw(self, frames: Any) -> Any:
         """(B, Y, X) float32 -> (B, 2n) float32: mean of each cell and each annulus."""
+        out = fused.csr_rows(self.xp, self._csr, frames)
+        if out is not None:
+            return out
         b = frames.shape[0]
         flat = frames.reshape(b, -1)
         if b == 1:  # streaming: a sparse matrix-vector product is cheaper than SpMM
@@ -176,7 +191,12 @@ class TraceExtractor:
         xp = self.xp
         f = raw[:, : self.n]
         fneu = raw[:, self.n :]
-        fc = f - self.opt.neuropil_coefficient * fneu
+        c = self.opt.neuropil_coefficient
+        fc = fused.neuropil_fc(xp, f, fneu, c)
+        if fc is None:
+            fc = f - c * fneu
         f0 = self.baseline.update(xp.ascontiguousarray(fc))
-        dff = (fc - f0) / xp.maximum(f0, self.opt.f0_floor)
+        dff = fused.neuropil_dff(xp, fc, f0, self.opt.f0_floor)
+        if dff is None:
+            dff = (fc - f0) / xp.maximum(f0, self.opt.f0_floor)
         return TraceBatch(f, fneu, dff.astype(xp.float32, copy=False))

@@ -220,6 +220,21 @@ def test_traces_and_baseline_equal(rng):
     np.testing.assert_array_equal(bb, ba)
 
 
+@pytest.mark.parametrize("use_fused", [True, False])
+def test_trace_products_fused_and_plain_equal_scipy(rng, use_fused):
+    fused.set_fused(use_fused)
+    w = sp.random(80, 3000, density=0.05, format="csr", dtype=np.float32, random_state=rng)
+    frames = rng.uniform(0, 1000, (5, 50, 60)).astype(np.float32)
+    tr = TraceExtractor(cp, weights_to_xp(cp, w), 30.0)
+    assert tr._csr is not None  # int32 CSR arrays on the device: the fused product is usable
+    want = (w @ frames.reshape(5, -1).T).T
+    for b in (1, 5):  # streaming (one frame) and batched
+        got = tr.raw(cp.asarray(frames[:b])).get()
+        np.testing.assert_allclose(got, want[:b], rtol=1e-5, atol=1e-2)
+    if use_fused:
+        assert fused.fused_enabled(cp), "fused trace kernels failed (see the warning)"
+
+
 def test_full_path_movie_equal(rng):
     from acquisition.sources.synthetic import make_movie
 
