@@ -3,7 +3,7 @@
 # libraries). As root it installs what is missing; otherwise it only says what is missing, and the
 # tests that need those packages skip with a message naming them.
 set -u
-pkgs=(gcc-avr avr-libc arduino-core-avr arduino-mk simavr libsimavr-dev
+pkgs=(gcc-avr avr-libc arduino-core-avr arduino-mk arduino-builder simavr libsimavr-dev
       libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 libglib2.0-0)
 command -v dpkg-query >/dev/null || { echo "sysdeps: not a Debian system; skipping"; exit 0; }
 missing=()
