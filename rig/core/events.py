@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -44,7 +44,16 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
     def to_record(self) -> dict[str, Any]:
-        return asdict(self)
+        # Built by hand: dataclasses.asdict deep-copies and dominated the writer's hot path.
+        return {
+            "name": self.name,
+            "source": self.source,
+            "t_device_us": self.t_device_us,
+            "t_host_ns": self.t_host_ns,
+            "frame": self.frame,
+            "trial": self.trial,
+            "data": self.data,
+        }
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Event:
