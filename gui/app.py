@@ -271,10 +271,16 @@ class MainWindow(QMainWindow):
         self.manual_panel.set_enabled(False)
 
     def _on_session(self, state: str, info: dict[str, Any]) -> None:
-        if state == "stopped" and self.runner is not None and not self.runner.running:
-            # The runner ended the session itself (max rewards, duration, device error).
+        if state == "stopped" and self.runner is not None:
+            # The runner ended the session itself (max rewards, duration, device error); its
+            # stop() only waits for the teardown that emitted this to return.
+            runner = self.runner
             reason = str(info.get("reason", "session ended"))
             self.log_panel.add(logging.INFO, f"session ended: {reason}")
+            try:
+                runner.stop(reason)
+            except Exception as e:
+                self.log_panel.add(logging.ERROR, f"stopping the session failed: {e}")
             self._finished(reason)
         if state == "stopped":
             self.bridge.detach()

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from rig.core.config import RigConfig
+from rig.core.config import RigConfig, StrictModel
 from rig.core.signals import RigSignals
 
 
@@ -46,16 +46,24 @@ class SessionRunner(Protocol):
     def zero_lever(self) -> None: ...
 
 
-class SessionRequest(BaseModel):
-    """The experimenter's choices for one session (what the session panel produces)."""
+class SessionRequest(StrictModel):
+    """The experimenter's choices for one session (what the session panel produces).
 
-    model_config = {"arbitrary_types_allowed": True}
+    Attributes
+    ----------
+    subject_id : str
+        One subject, or for the rotarod one per lane, comma-separated.
+    params : BaseModel
+        The task's validated params model (e.g. ``tasks.params.MixedParams``).
+    extra : dict
+        Runner options that are not task parameters (``speed`` of a simulated board).
+    """
 
     rig: RigConfig
-    subject_id: str
-    task: str
+    subject_id: str = Field(min_length=1)
+    task: str = Field(min_length=1)
     params: BaseModel
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = Field(default_factory=dict)
 
 
 #: Builds a (not yet started) runner for a request.

@@ -126,3 +126,18 @@ def test_close_mid_session_leaves_valve_closed_and_folder_complete(qtbot, window
     assert names[-1] == "session_stop"
     valve = [n for n in names if n in ("valve_on", "valve_off")]
     assert valve and valve[-1] == "valve_off"
+
+
+def test_session_that_ends_itself_returns_the_panel_to_idle(qtbot, window):
+    sp = window.session_panel
+    sp.form.editor("max_rewards").setText("2")
+    sp.start_button.click()
+    runner = window.runner
+    assert runner is not None
+    qtbot.waitUntil(lambda: not sp.running, timeout=60_000)
+    assert window.runner is None and sp.start_button.isEnabled()
+    assert not runner.running
+    assert "reward" in sp.status.text()  # the runner's stop reason is shown
+    reader = SessionReader(runner.session_dir)
+    assert reader.status == "complete"
+    assert sum(r["outcome"] == "reward" for r in reader.trials()) == 2
