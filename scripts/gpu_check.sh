@@ -13,11 +13,12 @@ set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$(mktemp -d -t gpu_check.XXXXXX)}
 mkdir -p "$OUT"
-exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 PY=${PYTHON:-python3}
 FRAMES=${GPU_CHECK_FRAMES:-2000}      # unique frames in the CuPy benchmark movie
 REPEATS=${GPU_CHECK_REPEATS:-10}      # passes over it for the throughput figures
 T0=$(date +%s)
+
+main() {
 echo "== gpu_check $(date -u +%FT%TZ) on $(hostname); OUT=$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
   || echo "nvidia-smi: not available"
@@ -122,3 +123,8 @@ for name, rc in (("cupy", rc_c), ("numpy", rc_n)):
 PYEOF
 echo "elapsed $(( $(date +%s) - T0 )) s"
 [ "$rc_tests" -eq 0 ] && [ "$rc_cupy" -eq 0 ] && [ "$rc_np" -eq 0 ]
+}
+
+# everything also goes to the log; the pipeline ends before the script does, so nothing is lost
+main 2>&1 | tee -a "$OUT/gpu_check.log"
+exit "${PIPESTATUS[0]}"
