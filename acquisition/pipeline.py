@@ -16,6 +16,13 @@ Memory is bounded: the queue holds at most ``queue_frames`` frames, the warm-up 
 to disk through a :class:`~acquisition.traces.store.ResultsWriter` (format documented there).
 An hour at 30 Hz holds no more than those few seconds of frames.
 
+Files written to the session's ``imaging/`` folder (details in :mod:`acquisition.traces.store`;
+all little-endian, appended one record per processed frame, readable after a crash):
+``rois.json`` (n_cells, ROI names, parameters, record layout), ``frames.bin`` (frame_index i8,
+t_frame_s f8, t_board_us i8, dy_px f4, dx_px f4, peak f4, latency_ms f4), ``f.f32``, ``fneu.f32``,
+``dff.f32`` (n_cells float32 per frame); at close ``frame_times.bin`` (int64 board time of every
+frame, -1 if unknown) and ``summary.json`` (counts, mismatches, statistics).
+
 Board time: frame-clock edges (edge ``k`` = frame ``k``, µs on the board clock) come as an array at
 start or through :meth:`ImagingPipeline.push_frame_clock` while running; each written record carries
 the board time when its edge is known, and ``frame_times.bin`` at the end maps every frame. A
