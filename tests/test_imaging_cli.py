@@ -103,6 +103,9 @@ def test_plain_four_d_tiff_channel_and_errors(movie, tmp_path):
     assert r.exit_code != 0 and "2 channels" in r.output
     r = runner.invoke(app, ["register", str(tmp_path / "nope.tif"), "--out", str(tmp_path / "o3")])
     assert r.exit_code == 2 and "nope.tif: no such file" in r.output
+    (tmp_path / "empty").mkdir()
+    r = runner.invoke(app, ["register", str(tmp_path / "empty"), "--out", str(tmp_path / "o4")])
+    assert r.exit_code == 2 and "no .tif files" in r.output
 
 
 @pytest.mark.skipif(cupy_available(), reason="checks the message shown without CuPy")

@@ -31,9 +31,10 @@ class _Movie:
         self.path = path
         self.channel = channel
         self.source: Any = None
-        with tifffile.TiffFile(
-            path if path.is_file() else next(iter(sorted(path.glob("*.tif"))))
-        ) as tf:
+        first = path if path.is_file() else next(iter(sorted(path.glob("*.tif*"))), None)
+        if first is None:
+            raise ValueError(f"{path}: no .tif files in this folder")
+        with tifffile.TiffFile(first) as tf:
             is_si = bool(tf.is_scanimage)
         if is_si:
             from acquisition.sources.scanimage_tiff import ScanImageTiffSource
