@@ -42,6 +42,9 @@ test: $(STAMP) sysdeps firmware lint typecheck layers pytest
 gpu-check:
 	bash scripts/gpu_check.sh
 
+gpu-wheels:
+	bash scripts/fetch_gpu_wheels.sh
+
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache
 	-$(MAKE) -C firmware clean
