@@ -202,6 +202,9 @@ def test_line_phase_equal(rng):
 def test_traces_and_baseline_equal(rng):
     n_px, n = 40 * 50, 30
     w = sp.random(2 * n, n_px, density=0.02, format="csr", dtype=np.float32, random_state=rng)
+    # Neuropil rows scaled down so F - 0.7 * Fneu stays well above zero, as in real data: with a
+    # near-zero baseline ΔF/F amplifies float32 rounding without bound and no tolerance is fair.
+    w = sp.vstack([w[:n], w[n:] * 0.2]).tocsr()
     frames = rng.uniform(50, 500, (97, 40, 50)).astype(np.float32)
     opt = TraceOptions(baseline_window_s=2.0, baseline_update_s=0.3)
     ta = TraceExtractor(np, w, 30.0, opt)
