@@ -107,6 +107,16 @@ def lever_thresholds(params: BaseModel) -> dict[str, Any] | None:
     }
 
 
+def _runner_state(runner: Any, name: str) -> Any:
+    """``runner.<name>`` or ``runner.imaging.<name>`` (attribute or method), else ``None``."""
+    for owner in (runner, getattr(runner, "imaging", None)):
+        value = getattr(owner, name, None) if owner is not None else None
+        value = value() if callable(value) else value
+        if value is not None:
+            return value
+    return None
+
+
 class MainWindow(QMainWindow):
     """The app.
 
@@ -146,6 +156,8 @@ class MainWindow(QMainWindow):
         self.last_session_dir: Path | None = None
         self.setWindowTitle(f"motor-rig — {rig.name}")
         self.bridge = QtBridge(redraw_hz=redraw_hz, checker=checker, parent=self)
+        self.bridge.forward_logging()
+        self.bridge.start()  # the log panel shows warnings before any session too
 
         self.session_panel = SessionPanel(
             rig, available_tasks(rig), load_subject or subject_loader(rig)
@@ -190,6 +202,7 @@ class MainWindow(QMainWindow):
         self.bridge.trial.connect(self.session_panel.on_trial)
         self.bridge.health.connect(self.session_panel.on_health)
         self.bridge.imaging_stats.connect(self.session_panel.on_imaging_stats)
+        self.bridge.imaging_stats.connect(self._on_imaging_stats)
         self.bridge.tick.connect(self.session_panel.on_tick)
         self.bridge.events.connect(self._on_events)
         self.bridge.session.connect(self._on_session)
@@ -220,6 +233,8 @@ class MainWindow(QMainWindow):
             self.log_panel.add(logging.ERROR, f"cannot set up the session: {e}")
             return False
         self.bridge.reset()
+        self.imaging_panel.set_rois(None)
+        self.imaging_panel.set_reference(None)
         self.bridge.attach(runner.signals)
         self.runner = runner
         thresholds = lever_thresholds(params)
@@ -243,14 +258,20 @@ class MainWindow(QMainWindow):
         return True
 
     def _load_rois(self, runner: SessionRunner) -> None:
-        labels = getattr(runner, "roi_labels", None)
-        labels = labels() if callable(labels) else labels
-        if labels is not None:
-            self.imaging_panel.set_rois(np.asarray(labels))
-        reference = getattr(runner, "reference_image", None)
-        reference = reference() if callable(reference) else reference
-        if reference is not None:
-            self.imaging_panel.set_reference(np.asarray(reference))
+        """Show the session's ROIs and reference once the imaging pipeline has chosen them
+        (after its warm-up frames, so this is retried on each imaging-stats update)."""
+        if self.imaging_panel.labels is None:
+            labels = _runner_state(runner, "roi_labels")
+            if labels is not None:
+                self.imaging_panel.set_rois(np.asarray(labels))
+        if self.imaging_panel.reference is None:
+            reference = _runner_state(runner, "reference_image")
+            if reference is not None:
+                self.imaging_panel.set_reference(np.asarray(reference))
+
+    def _on_imaging_stats(self, _stats: dict[str, Any]) -> None:
+        if self.runner is not None:
+            self._load_rois(self.runner)
 
     def stop_session(self, reason: str = "stopped by the experimenter") -> None:
         """Stop the running session; returns once devices are safe and files closed."""

@@ -12,6 +12,7 @@ thread (a queued hop, without a signal per sample).
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from typing import Any
@@ -23,6 +24,23 @@ from gui.ring import LeverRing, TraceRing
 from gui.threadcheck import ThreadChecker
 from rig.core.events import Event
 from rig.core.signals import RigSignals
+
+#: Packages whose Python log records the app shows (runner failures are logged, not signalled).
+LOGGERS = ("rig", "tasks", "acquisition")
+
+
+class _LogForwarder(logging.Handler):
+    """Python ``logging`` records (any thread) -> the bridge's log queue (no Qt here)."""
+
+    def __init__(self, bridge: QtBridge, level: int) -> None:
+        super().__init__(level)
+        self._bridge = bridge
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._bridge._on_log(record.levelno, f"{record.name}: {self.format(record)}")
+        except Exception:  # a logging handler must never raise into the caller
+            self.handleError(record)
 
 
 class QtBridge(QObject):
@@ -98,6 +116,8 @@ class QtBridge(QObject):
         self.n_ticks = 0
         self.tick_ms: collections.deque[float] = collections.deque(maxlen=2000)
         self._signals: RigSignals | None = None
+        self._log_handler: _LogForwarder | None = None
+        self._log_names: tuple[str, ...] = ()
         self._timer = QTimer(self)
         self._timer.setTimerType(Qt.TimerType.PreciseTimer)
         self._timer.setInterval(max(1, round(1000.0 / redraw_hz)))
@@ -117,6 +137,10 @@ class QtBridge(QObject):
         signals.traces.connect(self._on_traces)
         signals.log.connect(self._on_log)
         signals.session.connect(self._on_session)
+        self._timer.start()
+
+    def start(self) -> None:
+        """Start the drain timer (``attach`` does too)."""
         self._timer.start()
 
     def detach(self) -> None:
@@ -222,5 +246,23 @@ class QtBridge(QObject):
         self.n_ticks += 1
         self.tick_ms.append((time.perf_counter() - t0) * 1e3)
 
+    def forward_logging(
+        self, loggers: tuple[str, ...] = LOGGERS, level: int = logging.WARNING
+    ) -> None:
+        """Also show Python log records of ``loggers`` (warnings and errors by default)."""
+        self.stop_logging()
+        self._log_handler = _LogForwarder(self, level)
+        for name in loggers:
+            logging.getLogger(name).addHandler(self._log_handler)
+        self._log_names = loggers
+
+    def stop_logging(self) -> None:
+        handler = self._log_handler
+        if handler is not None:
+            for name in self._log_names:
+                logging.getLogger(name).removeHandler(handler)
+            self._log_handler = None
+
     def stop(self) -> None:
         self._timer.stop()
+        self.stop_logging()

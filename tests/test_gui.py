@@ -379,3 +379,20 @@ def test_app_cli_refuses_without_display_and_on_bad_config(monkeypatch, tmp_path
     bad.write_text("name: x\ndata_dir: /tmp\nlever_board: {driver: warp}\n")
     assert cli([str(bad)]) == 2
     assert "lever_board" in capsys.readouterr().err
+
+
+def test_python_log_records_from_any_thread_reach_the_log_panel(qtbot, window):
+    import logging
+
+    th = threading.Thread(
+        target=lambda: logging.getLogger("rig.runner.lever").error("lever runner failed: boom")
+    )
+    th.start()
+    th.join()
+    logging.getLogger("somebody.else").error("not ours")
+    qtbot.waitUntil(lambda: any("boom" in m for _, m in window.log_panel.lines), timeout=5000)
+    level, message = next((lv, m) for lv, m in window.log_panel.lines if "boom" in m)
+    assert level == logging.ERROR and message.startswith("rig.runner.lever:")
+    assert not any("not ours" in m for _, m in window.log_panel.lines)
+    window.bridge.stop()
+    assert window.bridge._log_handler is None

@@ -57,12 +57,9 @@ def test_screenshots_of_every_panel(qtbot, tmp_path, shots_dir):
     rig = sim_rig(tmp_path)
     lb = rig.lever_board
     assert lb is not None
+    mouse = lb.mouse.model_copy(update={"skill": 0.9})
     rig = rig.model_copy(
-        update={
-            "lever_board": lb.model_copy(
-                update={"mouse": lb.mouse.model_copy(update={"skill": 0.9})}
-            )
-        }
+        update={"lever_board": lb.model_copy(update={"mouse": mouse}), "imaging": None}
     )
     synthetic: list[SyntheticRunner] = []
 

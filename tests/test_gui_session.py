@@ -36,13 +36,11 @@ def window(qtbot, tmp_path):
     rig = sim_rig(tmp_path)
     lb = rig.lever_board
     assert lb is not None and lb.driver == "sim"
-    # A skilled simulated mouse: trials end in board seconds, not minutes.
+    # A skilled simulated mouse: trials end in board seconds, not minutes. No imaging here
+    # (test_real_session_with_imaging has a small movie): these tests are about behaviour.
+    mouse = lb.mouse.model_copy(update={"skill": 0.9})
     rig = rig.model_copy(
-        update={
-            "lever_board": lb.model_copy(
-                update={"mouse": lb.mouse.model_copy(update={"skill": 0.9})}
-            )
-        }
+        update={"lever_board": lb.model_copy(update={"mouse": mouse}), "imaging": None}
     )
     win = MainWindow(rig, session_extra={"speed": 10.0})
     qtbot.addWidget(win)
@@ -86,7 +84,9 @@ def test_start_see_trials_stop_with_no_off_thread_qt(qtbot, window):
     assert window.lever_panel.visible_samples().size > 100
     assert window.lever_panel.transitions, "no trial state was shaded"
     assert sp.health.item(0, 0).text() == "yes"
-    assert "gui_mouse" in sp.subject_state.text() or "sessions" in sp.subject_state.text()
+    # the runner saved the subject's shaping state; the panel shows it for the next session
+    assert sp.subject_state.text().startswith("1 sessions")
+    assert "hold_ms=100" in sp.subject_state.text()
 
 
 def test_manual_reward_is_logged_in_the_session(qtbot, window):
@@ -124,8 +124,9 @@ def test_close_mid_session_leaves_valve_closed_and_folder_complete(qtbot, window
     assert reader.status == "complete" and reader.meta.stop_reason == "window closed mid-session"
     names = [e["name"] for e in _events(folder)]
     assert names[-1] == "session_stop"
-    valve = [n for n in names if n in ("valve_on", "valve_off")]
-    assert valve and valve[-1] == "valve_off"
+    assert "manual_flush" in names and "valve_on" in names
+    # (The board's valve_off for the safe state is not always in events.jsonl: it can arrive
+    # after the link closed. The board's own state, checked above, is the ground truth.)
 
 
 def test_session_that_ends_itself_returns_the_panel_to_idle(qtbot, window):
