@@ -237,6 +237,10 @@ class MainWindow(QMainWindow):
         self.imaging_panel.set_reference(None)
         self.bridge.attach(runner.signals)
         self.runner = runner
+        source = self.rig.imaging.source if self.rig.imaging is not None else None
+        rate = getattr(source, "frame_rate_hz", None)
+        if rate:
+            self.dff_panel.frame_rate_hz = float(rate)
         thresholds = lever_thresholds(params)
         if thresholds is not None:
             self.lever_panel.set_thresholds(**thresholds)

@@ -140,7 +140,9 @@ class DffPanel(QWidget):
         self.update_aligned()
 
     def on_stats(self, stats: dict[str, Any]) -> None:
-        rate = stats.get("frame_rate_hz") or stats.get("frames_per_s")
+        # Only the acquisition rate: "frames_per_s" is the pipeline's throughput, which differs
+        # from it whenever the pipeline catches up or the board runs faster than real time.
+        rate = stats.get("frame_rate_hz")
         if rate:
             self.frame_rate_hz = float(rate)
 

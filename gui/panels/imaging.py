@@ -81,6 +81,7 @@ class ImagingPanel(QWidget):
         self.shift_plot = self.view.addPlot(row=1, col=0)
         self.shift_plot.setMaximumHeight(110)
         self.shift_plot.setLabel("left", "shift (px)")
+        self.shift_plot.setTitle("motion shift: not reported yet", size="8pt")
         self.shift_plot.setLabel("bottom", "frame")
         self.shift_plot.addLegend(offset=(5, 2))
         self.shift_y = self.shift_plot.plot(pen=pg.mkPen("#ff7043"), name="y")
@@ -121,6 +122,7 @@ class ImagingPanel(QWidget):
         if state == "started":
             self._sum, self._n_mean, self.live = None, 0, None
             self._shifts.clear()
+            self.shift_plot.setTitle("motion shift: not reported yet", size="8pt")
 
     def set_rois(self, labels: np.ndarray | None) -> None:
         """ROI label image: int (Y, X), 0 = background, ROI k has label k + 1."""
@@ -152,6 +154,8 @@ class ImagingPanel(QWidget):
         if "shift_y_px" in stats and "shift_x_px" in stats:
             idx = int(stats.get("frame_index", len(self._shifts)))
             self._shifts.append((idx, float(stats["shift_y_px"]), float(stats["shift_x_px"])))
+            if len(self._shifts) == 1:
+                self.shift_plot.setTitle(None)
             arr = np.array(self._shifts)
             self.shift_y.setData(arr[:, 0], arr[:, 1])
             self.shift_x.setData(arr[:, 0], arr[:, 2])

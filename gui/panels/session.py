@@ -37,7 +37,6 @@ HEALTH_ROWS = (
     ("lever_missing_samples", "missing samples"),
     ("frames", "frames (clock)"),
 )
-FRAME_MISMATCH_TOLERANCE = 30  # frames
 _SUBJECT_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: The rotarod runs one mouse per lane: "m1,m2,m3" puts m1 on lane 1.
 _LANES_RE = re.compile(r"^[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*$")
@@ -133,6 +132,9 @@ class SessionPanel(QWidget):
         self._health_cols: dict[str, int] = {}
         self.frames_board: int | None = None
         self.frames_imaging: int | None = None
+        self.imaging_gaps = 0
+        self.imaging_queue: int | None = None
+        self.imaging_mismatch: str | None = None
         self.frame_check = QLabel("frames: clock - / imaging -")
 
         top = QFormLayout()
@@ -216,6 +218,8 @@ class SessionPanel(QWidget):
         self.running = running
         if running:
             self.t_started = time.monotonic()
+            self.frames_board = self.frames_imaging = self.imaging_queue = None
+            self.imaging_gaps, self.imaging_mismatch = 0, None
             self.outcomes.clear()
             self.rewards, self.reward_ul = 0, 0.0
             self._show_counts()
@@ -261,20 +265,27 @@ class SessionPanel(QWidget):
         n = stats.get("frames_processed", stats.get("frame_index"))
         if n is not None:
             self.frames_imaging = int(n)
-            self._show_frames()
+        self.imaging_gaps = int(stats.get("frame_index_gaps") or 0)
+        self.imaging_queue = stats.get("queue_depth")
+        if "frame_clock_edges_received" in stats:  # the pipeline's final summary
+            self.imaging_mismatch = stats.get("frame_clock_mismatch")
+        self._show_frames()
 
     def _show_frames(self) -> None:
         b = "-" if self.frames_board is None else str(self.frames_board)
         i = "-" if self.frames_imaging is None else str(self.frames_imaging)
-        self.frame_check.setText(f"frames: clock {b} / imaging {i}")
-        # The two counts come from different streams sampled at different moments (health
-        # every 100 ms, pipeline stats every few frames): only a lasting gap is a problem.
-        bad = (
-            self.frames_board is not None
-            and self.frames_imaging is not None
-            and abs(self.frames_board - self.frames_imaging) > FRAME_MISMATCH_TOLERANCE
-        )
-        self.frame_check.setStyleSheet("color: #c62828;" if bad else "")
+        q = "" if self.imaging_queue is None else f" (queue {self.imaging_queue})"
+        text = f"frames: clock {b} / imaging {i}{q}"
+        # Live, the two counts differ by what is in flight (health every 100 ms, pipeline
+        # stats every 0.5 s); what is wrong is a gap in the frame indices, or a final count
+        # that differs from the frame clock's.
+        problem = None
+        if self.imaging_gaps:
+            problem = f"{self.imaging_gaps} frames missing"
+        elif self.imaging_mismatch:
+            problem = str(self.imaging_mismatch)
+        self.frame_check.setText(text + (f" — {problem}" if problem else ""))
+        self.frame_check.setStyleSheet("color: #c62828;" if problem else "")
 
     def on_health(self, device: str, stats: dict[str, Any]) -> None:
         if "frames" in stats and stats["frames"] is not None:
