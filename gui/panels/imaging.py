@@ -83,9 +83,8 @@ class ImagingPanel(QWidget):
         self.shift_plot.setLabel("left", "shift (px)")
         self.shift_plot.setTitle("motion shift: not reported yet", size="8pt")
         self.shift_plot.setLabel("bottom", "frame")
-        self.shift_plot.addLegend(offset=(5, 2))
-        self.shift_y = self.shift_plot.plot(pen=pg.mkPen("#ff7043"), name="y")
-        self.shift_x = self.shift_plot.plot(pen=pg.mkPen("#29b6f6"), name="x")
+        self.shift_y = self.shift_plot.plot(pen=pg.mkPen("#ff7043"))
+        self.shift_x = self.shift_plot.plot(pen=pg.mkPen("#29b6f6"))
         self.view.ci.layout.setRowStretchFactor(0, 4)
 
         self.mode = QComboBox()
@@ -155,7 +154,11 @@ class ImagingPanel(QWidget):
             idx = int(stats.get("frame_index", len(self._shifts)))
             self._shifts.append((idx, float(stats["shift_y_px"]), float(stats["shift_x_px"])))
             if len(self._shifts) == 1:
-                self.shift_plot.setTitle(None)
+                self.shift_plot.setTitle(
+                    'motion shift: <span style="color:#ff7043">y</span> '
+                    '<span style="color:#29b6f6">x</span>',
+                    size="8pt",
+                )
             arr = np.array(self._shifts)
             self.shift_y.setData(arr[:, 0], arr[:, 1])
             self.shift_x.setData(arr[:, 0], arr[:, 2])
