@@ -264,7 +264,7 @@ class LeverBoard:
     def wait_reply(self, w: _Waiter, msg: Message, timeout_s: float | None = None) -> None:
         timeout = self.command_timeout_s if timeout_s is None else timeout_s
         what = f"{self.name}: {type(msg).__name__}"
-        if not w.done.wait(timeout):
+        if not self._wait_running(w.done, timeout):
             with self._wait_lock:
                 for seq, ww in list(self._waiters.items()):
                     if ww is w:
@@ -280,6 +280,25 @@ class LeverBoard:
             )
         if w.reply is None:
             raise CommandError(f"{what}: the link was lost before the reply")
+
+    @staticmethod
+    def _wait_running(done: threading.Event, timeout_s: float, slice_s: float = 0.05) -> bool:
+        """``done.wait(timeout_s)``, but time this process was not running does not count.
+
+        A host frozen (SIGSTOP, a suspended VM, a swap storm) with a command in flight finds
+        the reply already waiting in the port when it resumes; a plain wall-clock wait would
+        have expired meanwhile and turned a delivered ACK into a false "no reply".
+        """
+        left = timeout_s
+        last = time.monotonic()
+        while left > 0:
+            if done.wait(min(slice_s, left)):
+                return True
+            now = time.monotonic()
+            # a slice that took far longer than asked for was a stall: charge only the slice
+            left -= min(now - last, 2 * slice_s)
+            last = now
+        return done.is_set()
 
     def command(self, msg: Message, timeout_s: float | None = None) -> None:
         """Send ``msg`` and wait for its ACK; ``CommandError`` on NAK, timeout or lost link."""
@@ -316,7 +335,7 @@ class LeverBoard:
         self.command(P.SetStream(decimation, batch_n))
 
     def load_trial(self, machine: StateMachine | CompiledMachine) -> None:
-        """Upload the next trial's machine into the board's pending buffer (pipelined chunks).
+        """Upload the next trial's machine into the board's pending buffer (chunk by chunk).
 
         The blob is checked against this board's limits first, so a machine the board would
         refuse fails here with the same byte offset (``BlobError``).
@@ -330,9 +349,11 @@ class LeverBoard:
         msgs: list[Message] = [P.LoadBegin(len(blob), crc16(blob))]
         msgs += [P.LoadChunk(o, blob[o : o + MAX_CHUNK]) for o in range(0, len(blob), MAX_CHUNK)]
         msgs.append(P.LoadCommit())
-        waiters = [(self.send_command(m), m) for m in msgs]
-        for w, m in waiters:
-            self.wait_reply(w, m)
+        # one chunk in flight at a time: the firmware assembles received frames in two buffers,
+        # so a pipelined upload (plus a host heartbeat) overruns it and the board drops frames
+        # (found by tests/test_faults_simavr.py: every upload of more than one chunk failed)
+        for m in msgs:
+            self.command(m)
 
     def start_trial(self, trial_num: int) -> None:
         """Start the loaded machine now, or when the running trial ends (zero dead time)."""
