@@ -98,7 +98,7 @@ def test_disk_full_stops_the_session_safely_and_keeps_what_was_written(
     assert len(rows) >= 2 and [row["trial"] for row in rows] == [str(i) for i in range(len(rows))]
     assert not r.torn, r.torn
     ev = r.events()
-    assert ev[0].name == "session_start" and len(ev) > 10
+    assert "session_start" in {e.name for e in ev} and len(ev) > 10
     assert len(r.lever()) > 0
 
 
@@ -152,7 +152,8 @@ def test_kill_9_folder_opens_and_at_most_a_second_is_lost(killed: Killed) -> Non
     # the host receive clock (CLOCK_MONOTONIC, shared across processes) bounds what is lost:
     # everything the process had received up to its last chunk is on disk
     assert 0 <= lost_host_s * killed.speed <= 1.0
-    assert events[0].name == "session_start" and events[-1].t_host_ns <= killed.t_kill_ns
+    assert "session_start" in {e.name for e in events}
+    assert events[-1].t_host_ns <= killed.t_kill_ns
     # lever samples stay continuous up to the end (nothing dropped on the way to disk)
     t = lever["t_device_us"]
     assert len(t) > 1000 and (t[1:] > t[:-1]).all()
