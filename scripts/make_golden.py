@@ -6,9 +6,10 @@ without ``lever.bin``: the raw bytes hold every sample and the replay regenerate
 
 - ``cued``: Task B, stops at ``max_rewards``.
 - ``self_initiated``: Task A, stops at ``max_rewards``.
-- ``mixed_imaging``: Task C blocks with a 7.5 Hz frame clock on the board, and the imaging
-  pipeline run over the synthetic movie the rig config names (seeded, so a re-run regenerates
-  the same frames); ROIs are the movie's true cell masks.
+- ``mixed_imaging``: Task C blocks with live imaging: the runner gives the simulated board a
+  7.5 Hz frame clock and runs the pipeline over the seeded synthetic movie the rig config names,
+  one frame per edge (a re-run regenerates the same frames); ROIs are the movie's true cell
+  masks (``rois.kind = labels``).
 - ``rotarod``: one rotarod day, 3 lanes, 2 trials, simulated mice.
 - ``interrupted``: Task A in a child process killed with SIGKILL after 3 trials.
 
@@ -62,44 +63,25 @@ def record_lever(data_dir: Path, task: str, params: dict[str, Any], **rig_kw: An
 
     rig = sim_rig(data_dir, **rig_kw)
     runner = LeverRunner(rig, "golden", task, make_params(task, params), speed=None)
-    print(f"  {task}: {runner.run()}")
+    summary = runner.run()
+    print(f"  {task}: {summary}")
     assert runner.session_dir is not None
     return runner.session_dir
 
 
-def with_frame_clock(rate_hz: float) -> None:
-    """Give the simulated lever board a frame clock (the runner has no option for it yet)."""
-    import rig.core.sim as sim
-
-    real = sim.SimLeverBoard
-
-    class ClockedBoard(real):  # type: ignore[misc, valid-type]
-        def __init__(self, *a: Any, **kw: Any) -> None:
-            kw.setdefault("frame_clock", sim.FrameClock(rate_hz, start_us=200_000))
-            super().__init__(*a, **kw)
-
-    sim.SimLeverBoard = ClockedBoard  # type: ignore[misc]
-
-
-def add_imaging(folder: Path) -> None:
-    """Run the pipeline over the session's synthetic movie into ``folder/imaging``."""
+def true_masks_file(data_dir: Path, imaging: dict[str, Any]) -> Path:
+    """The synthetic movie's true cell masks as a label image (``.npy``) for ``rois.kind =
+    labels`` (cell placement comes first from the seed, so any movie length has these masks)."""
     import numpy as np
 
-    from acquisition.traces.store import FolderSink
-    from rig.core.store import SessionReader
-    from rig.replay.imaging import imaging_params, run_pipeline, session_frames
+    from acquisition.sources.synthetic import make_movie
 
-    reader = SessionReader(folder)
-    edges = [e.t_device_us for e in reader.events() if e.name == "frame"]
-    src = session_frames(reader.meta.rig_config, len(edges))
-    fs = float(reader.meta.rig_config["imaging"]["source"]["frame_rate_hz"])
-    with src:
-        summary = run_pipeline(
-            src, FolderSink(folder), fs, imaging_params(reader.meta.rig_config),
-            frame_clock_us=edges, roi_labels=src.truth.masks.astype(np.int32),
-            warmup_frames=30, max_shift_px=6,
-        )  # fmt: skip
-    print(f"  imaging: {summary['frames_processed']} frames, {summary['n_rois']} ROIs")
+    src = {k: v for k, v in imaging["source"].items() if k != "kind"}
+    movie = make_movie(1, render_frames=False, **src)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "true_masks.npy"
+    np.save(path, movie.masks.astype(np.int32))
+    return path
 
 
 def record_rotarod(data_dir: Path) -> Path:
@@ -186,16 +168,16 @@ def main() -> None:
         if "interrupted" in want:
             pack(record_interrupted(root / "i"), "interrupted")
         if "mixed_imaging" in want:
-            imaging = {
+            imaging: dict[str, Any] = {
                 "source": {"kind": "synthetic", "size_px": 64, "n_cells": 5,
                            "frame_rate_hz": 7.5, "max_shift_px": 2.0, "seed": 3},
                 "backend": "numpy", "baseline_window_s": 20.0,
             }  # fmt: skip
-            with_frame_clock(7.5)
+            masks = true_masks_file(root / "m", imaging)
+            imaging["rois"] = {"kind": "labels", "path": str(masks)}
             params = {"block_trials": 4, "max_rewards": 10, "self_initiated": FAST_A,
-                      "cue_triggered": FAST_B}  # fmt: skip
+                      "cue_triggered": FAST_B, "max_duration_min": 5.0}  # fmt: skip
             f = record_lever(root / "m", "mixed", params, imaging=imaging)
-            add_imaging(f)
             pack(f, "mixed_imaging")
 
 

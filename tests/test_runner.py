@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _rig(tmp_path: Path, **board: object) -> RigConfig:
     rig = load_rig_config(REPO / "hardware_configs" / "sim.yaml")
-    rig = rig.model_copy(update={"data_dir": tmp_path})
+    # behavior only: live imaging has its own tests (test_runner_imaging.py)
+    rig = rig.model_copy(update={"data_dir": tmp_path, "imaging": None})
     assert rig.lever_board is not None
     rig.lever_board = rig.lever_board.model_copy(update={"noise_counts": 0.0, **board})
     return rig
@@ -228,7 +229,9 @@ def test_cue_triggered_session_on_the_real_firmware(
     board = rig.lever_board.model_dump()
     board.update(driver="simavr", realtime=True)
     board.pop("noise_counts")
-    rig = RigConfig.model_validate({**rig.model_dump(), "data_dir": tmp_path, "lever_board": board})
+    rig = RigConfig.model_validate(
+        {**rig.model_dump(), "data_dir": tmp_path, "lever_board": board, "imaging": None}
+    )
     params = CueTriggeredParams(iti_min_s=0.3, iti_max_s=0.3, quiet_precue_s=0.2, max_rewards=1)
     lever = TrialScript(by_cue=[Pull(0.35, 2.0, 0.05, 0.5, 0.05)])
     runner = LeverRunner(rig, "m1", "cue_triggered", params, mouse=lever)

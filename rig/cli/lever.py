@@ -47,6 +47,19 @@ def progress_line(p: dict[str, Any]) -> str:
     )
 
 
+def imaging_line(fig: dict[str, Any]) -> str:
+    """The session's imaging figures (``LeverRunner.summary()["imaging"]``) on one line."""
+
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f} ms"
+
+    return (
+        f"imaging: {fig['frames']} frames for {fig['frame_clock_edges']} frame-clock edges, "
+        f"latency p50 {ms(fig['latency_ms_p50'])} p99 {ms(fig['latency_ms_p99'])}, "
+        f"dropped {fig['dropped']}"
+    )
+
+
 def _holds(hold_ms: dict[str, float]) -> str:
     short = {"self_initiated": "SI", "cue_triggered": "CT"}
     return " ".join(f"{short.get(k, k)} {v:.0f} ms" for k, v in hold_ms.items())
@@ -130,6 +143,8 @@ def run(
         raise typer.Exit(2) from None
     typer.echo(f"session {summary['folder']}: {summary['status']} ({summary['stop_reason']})")
     _print_metrics(Path(summary["folder"]))
+    if summary.get("imaging"):
+        typer.echo(imaging_line(summary["imaging"]))
 
 
 def demo(
@@ -173,6 +188,8 @@ def demo(
         if days > 1:
             typer.echo(_day_line(day, summary))
     _print_metrics(Path(summary["folder"]))
+    if summary.get("imaging"):
+        typer.echo(imaging_line(summary["imaging"]))
     if days > 1:
         typer.echo(_across_days([Path(r[1]["folder"]) for r in rows]))
         first, last = rows[0][1], rows[-1][1]

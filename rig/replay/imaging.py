@@ -7,7 +7,6 @@ so the export and a re-run find the same cells.
 
 from __future__ import annotations
 
-import io
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,19 +15,9 @@ from typing import Any
 
 import numpy as np
 
-ROI_LABELS = "imaging/roi_labels.npy"
+from rig.runner.imaging import ROI_LABELS, build_pipeline, imaging_params
 
-
-def imaging_params(rig_config: dict[str, Any]) -> dict[str, Any]:
-    """The trace parameters of a rig config snapshot's ``imaging`` section (defaults if absent)."""
-    im = rig_config.get("imaging") or {}
-    return {
-        "backend": im.get("backend", "auto"),
-        "neuropil_coefficient": float(im.get("neuropil_coefficient", 0.7)),
-        "baseline_window_s": float(im.get("baseline_window_s", 60.0)),
-        "baseline_percentile": float(im.get("baseline_percentile", 8.0)),
-        "queue_frames": int(im.get("queue_frames", 64)),
-    }
+__all__ = ["ROI_LABELS", "imaging_params", "reprocess_imaging", "run_pipeline", "session_frames"]
 
 
 def run_pipeline(
@@ -41,9 +30,11 @@ def run_pipeline(
     warmup_frames: int = 60,
     max_shift_px: int = 10,
     backend: str | None = None,
+    header: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Register and extract traces for ``frames`` into ``sink`` (a ``SessionWriter`` or
-    ``FolderSink``) under ``imaging/``; returns the pipeline's summary.
+    ``FolderSink``) under ``imaging/`` with :func:`rig.runner.imaging.build_pipeline` (the live
+    session's set-up); returns the pipeline's summary.
 
     Parameters
     ----------
@@ -58,63 +49,10 @@ def run_pipeline(
     roi_labels : ndarray (Y, X) int, optional
         Use these ROIs; default: detect them on the registered warm-up frames.
     """
-    from acquisition.pipeline import ImagingPipeline
-    from acquisition.registration import Registrar, RegistrationOptions
-    from acquisition.rois import (
-        RoiSet,
-        build_weights,
-        detect_rois,
-        neuropil_pixels,
-        weights_to_xp,
-    )
-    from acquisition.traces import FullPathProcessor, TraceExtractor, TraceOptions
-    from acquisition.traces.store import ResultsWriter
-    from acquisition.xp import get_xp
-
-    xp = get_xp(backend or params["backend"])
-    chosen: dict[str, Any] = {}
-
-    def setup(first: np.ndarray) -> FullPathProcessor:
-        shape = (int(first.shape[1]), int(first.shape[2]))
-        reg = Registrar(xp, shape, RegistrationOptions(max_shift_px=max_shift_px))
-        reg.fit_reference(first)
-        if roi_labels is not None:
-            rois = RoiSet.from_labels(np.asarray(roi_labels, np.int32), source=ROI_LABELS)
-        else:
-            rois = detect_rois(xp, reg.register(first).frames)
-        chosen["rois"] = rois
-        # rois.json is written at the first processed batch, after this returns
-        header["frame_shape"] = list(shape)
-        header["roi_names"] = list(rois.names)
-        labels = rois.label_image().astype(np.int32)
-        buf = io.BytesIO()
-        np.save(buf, labels)
-        sink.open_append(ROI_LABELS)
-        sink.append(ROI_LABELS, buf.getvalue())
-        opt = TraceOptions(
-            neuropil_coefficient=params["neuropil_coefficient"],
-            baseline_window_s=params["baseline_window_s"],
-            baseline_percentile=params["baseline_percentile"],
-        )
-        w = weights_to_xp(xp, build_weights(rois, neuropil_pixels(rois)))
-        return FullPathProcessor(reg, TraceExtractor(xp, w, frame_rate_hz, opt))
-
-    writer = ResultsWriter(sink, prefix="imaging/")
-    header: dict[str, Any] = {
-        "source": "motor-rig session",
-        "trace_options": params,
-        "frame_rate_hz": frame_rate_hz,
-        "warmup_frames": warmup_frames,
-        "max_shift_px": max_shift_px,
-    }
-    pipe = ImagingPipeline(
-        setup=setup,
-        warmup_frames=warmup_frames,
-        queue_frames=params["queue_frames"],
-        writer=writer,
-        header=header,
-        frame_clock_us=frame_clock_us,
-    )
+    pipe, chosen = build_pipeline(
+        sink, frame_rate_hz, params, frame_clock_us=frame_clock_us, roi_labels=roi_labels,
+        warmup_frames=warmup_frames, max_shift_px=max_shift_px, backend=backend, header=header,
+    )  # fmt: skip
     pipe.start()
     try:
         pipe.feed(frames)
@@ -124,9 +62,13 @@ def run_pipeline(
     return summary
 
 
-def session_frames(rig_config: dict[str, Any], n_frames: int) -> Any:
+def session_frames(
+    rig_config: dict[str, Any], n_frames: int, movie_frames: int | None = None
+) -> Any:
     """A ``FrameSource`` replaying a session's movie: the TIFF source unpaced, or the synthetic
-    movie regenerated from its seed (``n_frames`` long, as recorded)."""
+    movie regenerated from its seed: ``movie_frames`` long when given (a live session records the
+    length it generated, ``synthetic_n_frames`` in ``rois.json``: the movie's random draws depend
+    on it), else ``n_frames`` (the frames recorded)."""
     from rig.core.config import RigConfig
 
     cfg = RigConfig.model_validate(rig_config).imaging
@@ -137,8 +79,9 @@ def session_frames(rig_config: dict[str, Any], n_frames: int) -> Any:
         from acquisition.sources.synthetic import SyntheticSource
 
         return SyntheticSource.generate(
-            n_frames, size_px=src.size_px, n_cells=src.n_cells, frame_rate_hz=src.frame_rate_hz,
-            max_shift_px=src.max_shift_px, seed=src.seed,
+            movie_frames or n_frames, stream=movie_frames is not None, size_px=src.size_px,
+            n_cells=src.n_cells, frame_rate_hz=src.frame_rate_hz, max_shift_px=src.max_shift_px,
+            seed=src.seed,
         )  # fmt: skip
     if src.kind == "tiff":
         from acquisition.sources import open_source
@@ -174,16 +117,21 @@ def reprocess_imaging(
     head = rec["header"]
     n = len(rec["frames"])
     labels = np.load(reader.folder / ROI_LABELS)
-    src = session_frames(reader.meta.rig_config, n)
+    src = session_frames(reader.meta.rig_config, n, head.get("synthetic_n_frames"))
     params = imaging_params(reader.meta.rig_config)
     fs = float(head.get("frame_rate_hz") or 30.0)
-    clock = rec.get("frame_times_us", rec["frames"]["t_board_us"])
+    idx = rec["frames"]["frame_index"].astype(np.int64)
+    times = rec.get("frame_times_us", rec["frames"]["t_board_us"])
+    # the pipeline takes the clock by edge index (edge k = frame k); frames the live session
+    # never got (missed edges) keep -1
+    clock = np.full(int(idx.max()) + 1 if n else 0, -1, np.int64)
+    clock[idx] = np.asarray(times, np.int64)[: len(idx)]
     if (out_folder / "imaging").exists():
         shutil.rmtree(out_folder / "imaging")  # the sink appends: start from nothing
     sink = FolderSink(out_folder)
     with src:
         run_pipeline(
-            _first(src, n), sink, fs, params, frame_clock_us=[int(t) for t in clock],
+            _recorded(src, idx), sink, fs, params, frame_clock_us=[int(t) for t in clock],
             roi_labels=labels, warmup_frames=int(head.get("warmup_frames", 60)),
             max_shift_px=int(head.get("max_shift_px", 10)), backend=backend,
         )  # fmt: skip
@@ -207,8 +155,12 @@ def reprocess_imaging(
     return ImagingComparison(n, int(head["n_cells"]), max_err, diffs)
 
 
-def _first(src: Iterable[tuple[int, float, np.ndarray]], n: int) -> Iterable[Any]:
-    for k, item in enumerate(src):
-        if k >= n:
+def _recorded(src: Iterable[tuple[int, float, np.ndarray]], idx: np.ndarray) -> Iterable[Any]:
+    """The source frames whose indices the recording processed, in order."""
+    want = set(idx.tolist())
+    last = int(idx.max()) if len(idx) else -1
+    for item in src:
+        if item[0] > last:
             return
-        yield item
+        if item[0] in want:
+            yield item

@@ -10,13 +10,12 @@ is written through a fresh ``SessionWriter``, so the regenerated folder has the 
 :mod:`rig.replay.compare` compares it with the recording file by file.
 
 Everything runs on the reader thread, in stream order, so a replay is deterministic. The
-runner's bookkeeping is mirrored here rather than shared because ``LeverRunner`` interleaves it
-with live board commands; ``docs/replay.md`` lists what would let the two share one class.
+per-trial bookkeeping is the runner's own :class:`rig.runner.trials.TrialBook`.
 
 Inputs that are not in the bytes are taken from the recording: task parameters and rig config
-(``session.json``), the subject's shaping state at the start (``extra.subject_at_start`` when
-the runner saved it, else each context's first ``hold_ms`` in ``trials.tsv``), and a stop
-by hand (the recorded ``stop_reason``).
+(``session.json``), the subject's state at the start (``extra.subject_at_start``, saved by the
+runner; inferred from ``trials.tsv`` for older recordings), and a stop by hand (the recorded
+``stop_reason``).
 """
 
 from __future__ import annotations
@@ -37,7 +36,8 @@ from rig.core.events import Event
 from rig.core.statemachine import TrailEvent
 from rig.core.store import SessionReader, SessionWriter
 from rig.core.transport import ReplayTransport
-from tasks.lever_tasks import LeverTask, TrialPlan, make_task
+from rig.runner.trials import TrialBook
+from tasks.lever_tasks import LeverTask, make_task
 from tasks.params import make_params
 
 
@@ -63,35 +63,43 @@ class ReplayRun:
         return self.session_s / self.wall_s if self.wall_s > 0 else float("inf")
 
 
-def initial_shaping(reader: SessionReader) -> dict[str, dict[str, float]]:
-    """The subject's shaping state when the session started."""
-    saved = (reader.meta.extra or {}).get("subject_at_start") or {}
-    if saved.get("shaping"):
-        return {k: dict(v) for k, v in saved["shaping"].items()}
-    out: dict[str, dict[str, float]] = {}
+def subject_at_start(reader: SessionReader) -> SubjectState:
+    """The subject's state when the session started, as the runner saved it in
+    ``meta.extra["subject_at_start"]``.
+
+    Recordings made before the runner saved it get the shaping state inferred from each
+    context's first ``hold_ms`` in ``trials.tsv`` (a context's shaper only changes after its own
+    trials, so its first trial shows the value the subject came in with).
+    """
+    meta = reader.meta
+    saved = (meta.extra or {}).get("subject_at_start")
+    if saved is not None:
+        try:
+            return SubjectState.model_validate(saved)
+        except ValueError as e:
+            raise ReplayError(
+                f"{reader.folder / 'session.json'}: extra.subject_at_start is not a subject "
+                f"state: {e}"
+            ) from None
+    shaping: dict[str, dict[str, float]] = {}
     for row in reader.trials():
         ctx = row.get("context", "")
-        if ctx and ctx not in out and row.get("hold_ms", "") not in ("", "None"):
-            # a context's shaper only changes after its own trials: its first trial shows the
-            # value the subject came in with
-            out[ctx] = {"hold_ms": float(row["hold_ms"])}
-    return out
+        if ctx and ctx not in shaping and row.get("hold_ms", "") not in ("", "None"):
+            shaping[ctx] = {"hold_ms": float(row["hold_ms"])}
+    return SubjectState(subject_id=meta.subject_id, shaping=shaping)
 
 
-class _Book:
-    """The runner's per-trial bookkeeping, driven by board callbacks (reader thread)."""
+class _Replayer:
+    """Drives the runner's :class:`~rig.runner.trials.TrialBook` from board callbacks, both of
+    its halves on the reader thread in stream order (the live runner splits them across its
+    reader and runner threads); after a stop no new trial is planned."""
 
     def __init__(self, task: LeverTask, writer: SessionWriter, board_name: str) -> None:
-        self.task = task
         self.writer = writer
         self.board_name = board_name
-        self.plans: dict[int, TrialPlan] = {}
-        self.trail: list[TrailEvent] = []
-        self.trial: int | None = None
+        self.book = TrialBook(task, self.host_event, writer.write_trial)
         self.stopping = False
         self.stop_reason = ""
-        self.t0_us: int | None = None
-        self.t_us = 0
         self.n_chunks = 0
 
     def host_event(
@@ -99,53 +107,25 @@ class _Book:
     ) -> None:
         self.writer.write_event(Event(name, source, None, trial=trial, data=data))
 
-    def queue(self, n: int) -> None:
-        plan = self.task.plan(n)
-        for name, data in plan.host_events:
-            self.host_event(name, data, trial=plan.trial, source="task")
-        self.plans[n] = plan
-
     # -------------------------------------------------------------- LeverBoard callbacks
     def on_raw(self, t_ns: int, data: bytes) -> None:
         self.n_chunks += 1
         self.writer.write_raw(self.board_name, data, t_ns)
 
     def on_trail(self, ev: TrailEvent) -> None:
-        # LeverRunner._on_trail + the trail part of LeverRunner._run, in order
-        if ev.name == "trial_start":
-            self.trial = ev.value
-        self.t_us = max(self.t_us, ev.t_us)
-        if ev.name == "trial_start":
-            self.trail = [ev]
-            if self.t0_us is None:
-                self.t0_us = ev.t_us
-            if not self.stopping and ev.value + 1 not in self.plans:
-                self.queue(ev.value + 1)
-            return
-        self.trail.append(ev)
-        if ev.name == "trial_end" and ev.value in self.plans:
-            self.finish(self.plans.pop(ev.value))
-            if not self.stopping:
-                elapsed_s = 0.0 if self.t0_us is None else (self.t_us - self.t0_us) / 1e6
-                reason = self.task.stop_reason(elapsed_s)
-                if reason:
-                    self.stopping, self.stop_reason = True, reason
-
-    def finish(self, plan: TrialPlan) -> None:
-        rec = self.task.record(plan, self.trail)
-        self.writer.write_trial(rec.row())
-        for name, data in self.task.finish(rec):
-            self.host_event(name, data, trial=plan.trial, source="task")
+        self.book.observe_trail(ev)
+        step = self.book.advance(ev, plan_next=not self.stopping)
+        if step.finished is not None and not self.stopping:
+            reason = self.book.stop_reason()
+            if reason:
+                self.stopping, self.stop_reason = True, reason
 
     def on_event(self, ev: Event) -> None:
-        ev.trial = self.trial
-        if ev.name == "trial_end":
-            self.trial = None
-        self.writer.write_event(ev)
+        self.writer.write_event(self.book.tag_event(ev))
 
     def on_lever(self, t_us: np.ndarray, counts: np.ndarray) -> None:
         if len(t_us):
-            self.t_us = max(self.t_us, int(t_us[-1]))
+            self.book.observe_time(int(t_us[-1]))
         self.writer.write_lever(t_us, counts)
 
 
@@ -175,7 +155,7 @@ def replay_lever(
             f"{reader.folder / 'raw'}: no {lb.name}.bin; the session has no bytes to replay"
         )
     params = make_params(meta.task, meta.task_params)
-    subject = SubjectState(subject_id=meta.subject_id, shaping=initial_shaping(reader))
+    subject = subject_at_start(reader)
     task = make_task(meta.task, params, lb.calibration, lb.valve, subject)
     root = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="rig-replay-"))
     dest = root / reader.folder.name
@@ -186,7 +166,7 @@ def replay_lever(
                 "extra": {**meta.extra, "replay_of": str(reader.folder.resolve())}},
     )  # fmt: skip
     writer = SessionWriter(dest, new_meta, fsync_interval_s=3600.0)
-    book = _Book(task, writer, lb.name)
+    book = _Replayer(task, writer, lb.name)
     transport = ReplayTransport(reader.raw(lb.name), speed=speed, name=f"replay:{lb.name}")
     board = LeverBoard(
         transport, lb, on_raw=book.on_raw, on_event=book.on_event, on_trail=book.on_trail,
@@ -196,7 +176,7 @@ def replay_lever(
     status, reason = "complete", ""
     try:
         book.host_event("session_start", {"params_hash": meta.params_hash, "task": task.name})
-        book.queue(0)
+        book.book.plan(0)
         board.connect(passive=True)
         if not board.reader_done.wait(timeout_s):
             raise ReplayError(f"{reader.folder}: replay did not finish within {timeout_s:g} s")
@@ -214,5 +194,5 @@ def replay_lever(
                 status = reader.status
                 book.host_event("session_stop", {"reason": reason, "status": status})
         writer.close(status if status != "interrupted" else "complete", reason)
-    session_s = 0.0 if book.t0_us is None else (book.t_us - book.t0_us) / 1e6
+    session_s = book.book.elapsed_s
     return ReplayRun(reader.folder, dest, wall_s, session_s, book.n_chunks, reason)

@@ -1,15 +1,21 @@
 """``LeverRunner``: one lever session, from the rig config to a closed session folder.
 
 Composition only: the task (``tasks.lever_tasks``) decides trials, the board
-(``rig.core.devices.LeverBoard``) runs them, ``SessionWriter`` records everything. Threads:
+(``rig.runner.lever_devices``) runs them, ``rig.runner.trials.TrialBook`` turns its events into
+trial records, ``rig.runner.imaging.LiveImaging`` runs the imaging pipeline when the rig has an
+``imaging`` section, ``SessionWriter`` records everything. Threads:
 
 - the board's reader thread calls back with raw bytes, lever batches, events and trail
-  events; those are written at once (the writer is thread-safe) and the trail goes to a queue;
+  events; those are written at once (the writer is thread-safe; anything that arrives before
+  the session folder opens is kept and written first), frame-clock edges go to the imaging
+  feeder, and the trail goes to a queue;
 - the runner thread takes the trail from the queue: when trial N starts it uploads trial N+1
   and queues its start (the board swaps machines in the tick N ends, no dead time); when N
-  ends it writes N's record, lets the task learn (shaping), and checks the stop criteria;
-- ``stop()`` may come from any thread; it returns once the board is in its safe state and the
-  files are closed. Safe state is reached on every way out (stop, criteria, error, exit).
+  ends the book writes N's record and lets the task learn (shaping), and the runner checks the
+  stop criteria;
+- ``stop()`` may come from any thread; it returns once the board is in its safe state, the
+  imaging pipeline has processed every frame whose edge arrived, and the files are closed.
+  Safe state is reached on every way out (stop, criteria, error, exit).
 
 Board commands are never sent from the reader thread: their ACKs arrive on it.
 """
@@ -22,8 +28,6 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -31,280 +35,26 @@ from typing import Any
 
 import numpy as np
 
-from rig.core.config import LeverBoardSim, LeverBoardSimavr, RigConfig
 from rig.core.devices import LeverBoard
 from rig.core.errors import RigError
 from rig.core.events import Event
-from rig.core.protocol import EventCode
 from rig.core.signals import RigSignals
 from rig.core.statemachine import TrailEvent
 from rig.core.store import SessionMeta, SessionWriter
-from rig.core.transport import PtyTransport
+from rig.runner.imaging import LiveImaging
+from rig.runner.lever_devices import ConnectedBoard, connect_lever_board, load_one_by_one
+from rig.runner.trials import TrialBook
 from tasks.lever_tasks import LeverTask, TrialPlan, make_task
 from tasks.metrics import running_success
 from tasks.params import params_hash
 from tasks.shaping import load_subject, save_subject
-from tasks.sim_mouse import resume_learner, save_mouse_state
+from tasks.sim_mouse import save_mouse_state
 
 log = logging.getLogger(__name__)
 
-#: A board faster than real time would see the host's wall-clock heartbeats far apart; the
-#: simulated board then gets the longest host timeout the config allows.
-VIRTUAL_HOST_TIMEOUT_MS = 60_000.0
-
-
-@dataclass
-class ConnectedBoard:
-    """A connected lever board, the simulated mouse behind it (if any), and its teardown."""
-
-    board: LeverBoard
-    driver: str
-    mouse: Any = None
-    closers: list[Callable[[], None]] = field(default_factory=list)
-    #: Virtual clock only: the gate freezes board time at each trial start, ``resume``
-    #: unfreezes it once the next trial is queued (the board answers commands while frozen).
-    gate: _TrialStartGate | None = None
-    resume: Callable[[], None] | None = None
-
-    def close(self) -> None:
-        try:
-            self.board.close()  # puts the board in its safe state first
-        finally:
-            for fn in reversed(self.closers):
-                fn()
-
-
-class _TrialStartGate:
-    """Wraps a simulated board's ``LeverInput``: at every TRIAL_START the board emits, board
-    time freezes (on the board thread, so at most one step of ticks later) until the runner
-    has queued the next trial and resumes it. Without this, a board on a virtual clock can run
-    a short trial out before the host, starved of CPU, has uploaded its successor."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.link: Any = None
-        self.paused_for: int | None = None
-        if hasattr(inner, "licks"):
-            self.licks = inner.licks
-
-    def counts(self, t_us: np.ndarray) -> np.ndarray:
-        return self.inner.counts(t_us)
-
-    def on_output(self, ev: TrailEvent) -> None:
-        self.inner.on_output(ev)
-        if ev.code == EventCode.TRIAL_START and self.link is not None:
-            self.paused_for = ev.value
-            # SimBoardLink.pause() takes the link's lock, which the board thread holds here;
-            # the flag it sets is read once per step, so set it directly (request filed: a
-            # public "pause from the board thread" on SimBoardLink)
-            self.link._paused = True
-
-
-def _config_mouse(cfg: LeverBoardSim | LeverBoardSimavr, rig: RigConfig, subject_id: str) -> Any:
-    """The config's simulated mouse; a learner resumes its subject's skill."""
-    mc = cfg.mouse
-    if mc.model == "learner":
-        return resume_learner(rig.data_dir, subject_id, mc.seed, mc.skill)
-    from tasks.sim_mouse import make_mouse
-
-    return make_mouse(mc.model, mc.seed, mc.skill)
-
-
-class _SimavrLever:
-    """Feeds a simulated mouse's lever to the firmware under simavr (free-running, wall-clock
-    throttled): a thread sets the ADC input every ``period_s`` from the mouse's position at the
-    board time the host estimates (last lever sample + wall time since). The mouse perceives
-    tone and valve events as the host receives them (a few ms late, like a slow mouse)."""
-
-    def __init__(self, sim: Any, mouse: Any, cal: Any, period_s: float = 0.002) -> None:
-        from rig.core.simavr import LEVER_ADC_CHANNEL
-
-        self.sim, self.mouse, self.cal = sim, mouse, cal
-        self.channel = LEVER_ADC_CHANNEL
-        self.period_s = period_s
-        self.pty_path: str = sim.pty_path
-        self._t_us = 0
-        self._t_wall = time.monotonic()
-        self._rate = 1.0  # board s per wall s
-        self._last_counts: int | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="simavr-lever", daemon=True)
-        self._thread.start()
-
-    def _board_now_us(self) -> int:
-        return self._t_us + round((time.monotonic() - self._t_wall) * 1e6 * self._rate)
-
-    def _counts(self, t_us: int) -> int:
-        if hasattr(self.mouse, "counts"):  # a LeverInput (test script)
-            return int(self.mouse.counts(np.array([t_us], dtype=np.int64))[0])
-        mm = float(self.mouse.position_mm(np.array([t_us / 1e6]))[0])
-        return int(np.clip(round(self.cal.rest_counts + mm * self.cal.counts_per_mm), 0, 1023))
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.period_s):
-            c = self._counts(self._board_now_us())
-            if c != self._last_counts:
-                try:
-                    self.sim.adc_counts(self.channel, c)
-                except RigError:
-                    return  # the harness exited; the board driver reports the lost link
-                self._last_counts = c
-
-    def chain_trail(self, nxt: Callable[[TrailEvent], None] | None) -> Callable[[TrailEvent], None]:
-        percepts = {EventCode.TONE_ON: "cue_on", EventCode.TONE_OFF: "cue_off"}
-        percepts[EventCode.VALVE_ON] = "reward"
-
-        def on_trail(ev: TrailEvent) -> None:
-            if hasattr(self.mouse, "on_output"):
-                self.mouse.on_output(ev)
-            elif ev.code in percepts:
-                self.mouse.perceive(percepts[EventCode(ev.code)], ev.t_us / 1e6)
-            if nxt is not None:
-                nxt(ev)
-
-        return on_trail
-
-    def chain_lever(self, nxt: Callable[..., None] | None) -> Callable[..., None]:
-        def on_lever(t_us: np.ndarray, counts: np.ndarray) -> None:
-            if len(t_us):
-                now, t = time.monotonic(), int(t_us[-1])
-                if now > self._t_wall and t > self._t_us > 0:
-                    # simavr under UART load runs slower than wall time: track its rate
-                    r = (t - self._t_us) / 1e6 / (now - self._t_wall)
-                    self._rate = 0.8 * self._rate + 0.2 * min(max(r, 0.05), 2.0)
-                self._t_us, self._t_wall = t, now
-            if nxt is not None:
-                nxt(t_us, counts)
-
-        return on_lever
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
-
-
-def _start_simavr(cfg: LeverBoardSimavr, mouse: Any, closers: list[Callable[[], None]]) -> Any:
-    """Start the lever firmware under simavr with its UART on a pty, and the lever feeder."""
-    import shutil
-    import tempfile
-
-    from rig.core.simavr import AvrSim, ensure_built
-
-    elf, harness = ensure_built("lever_board", cfg.board)
-    if cfg.firmware is not None:
-        elf = cfg.firmware
-    tmp = tempfile.mkdtemp(prefix="rig-simavr-")
-    closers.append(lambda: shutil.rmtree(tmp, ignore_errors=True))
-    sim = AvrSim(elf, Path(tmp) / "sim.log", board=cfg.board, realtime=cfg.realtime, pty=True,
-                 harness=harness)  # fmt: skip
-    sim.start()
-    closers.append(sim.close)
-    if sim.pty_path is None:
-        raise RigError("avrsim started without a pty; cannot connect the lever board")
-    feeder = _SimavrLever(sim, mouse, cfg.calibration)
-    closers.append(feeder.stop)
-    return feeder
-
-
-def connect_lever_board(
-    rig: RigConfig,
-    subject_id: str,
-    *,
-    speed: float | None = 1.0,
-    mouse: Any = None,
-    board_kwargs: dict[str, Any] | None = None,
-) -> ConnectedBoard:
-    """Connect ``rig.lever_board`` (sim, simavr or serial) and check its HELLO.
-
-    Parameters
-    ----------
-    speed : float | None
-        Simulated board only: board ms per wall ms; ``None`` = as fast as the CPU allows.
-    mouse : LeverMouse | LeverInput, optional
-        Replaces the config's simulated mouse (tests pass scripted mice, or a ready
-        ``rig.core.sim.LeverInput``).
-    board_kwargs : dict
-        ``LeverBoard`` keyword arguments (callbacks, ``signals``).
-
-    Raises
-    ------
-    RigError
-        No lever board configured, port not openable, wrong firmware (says what to flash).
-    """
-    cfg = rig.lever_board
-    if cfg is None:
-        raise RigError(f"rig {rig.name!r} has no lever_board section; a lever task needs one")
-    kw = dict(board_kwargs or {})
-    closers: list[Callable[[], None]] = []
-    fast = speed is None or speed > 1.0
-    if isinstance(cfg, LeverBoardSim):
-        from rig.core.sim import MouseLever, SimBoardLink, SimLeverBoard
-
-        if mouse is None:
-            mouse = _config_mouse(cfg, rig, subject_id)
-        if hasattr(mouse, "counts") and hasattr(mouse, "on_output"):
-            lever = mouse  # already a LeverInput (a test's scripted lever)
-        else:
-            lever = MouseLever(mouse, cfg.calibration, cfg.noise_counts, seed=cfg.mouse.seed)
-        gate = _TrialStartGate(lever) if fast else None
-        sim = SimLeverBoard(gate or lever, board=cfg.board)
-        link = SimBoardLink(sim, kind="loopback", speed=speed)
-        if gate is not None:
-            gate.link = link
-        link.start()
-        closers.append(link.stop)
-        transport = link.transport()
-        if fast:
-            cfg = cfg.model_copy(update={"heartbeat_timeout_ms": VIRTUAL_HOST_TIMEOUT_MS})
-            kw.setdefault("host_heartbeat_s", 0.05)
-            kw.setdefault("command_timeout_s", 2.0)
-    elif isinstance(cfg, LeverBoardSimavr):
-        feeder = _start_simavr(cfg, mouse or _config_mouse(cfg, rig, subject_id), closers)
-        mouse = feeder.mouse
-        transport = PtyTransport(feeder.pty_path)
-        user_trail = kw.get("on_trail")
-        kw["on_trail"] = feeder.chain_trail(user_trail)
-        user_lever = kw.get("on_lever")
-        kw["on_lever"] = feeder.chain_lever(user_lever)
-        # simavr runs slower than a board under UART load: give replies time
-        kw.setdefault("command_timeout_s", 5.0)
-    else:
-        from rig.core.transport import SerialTransport
-
-        transport = SerialTransport(cfg.port, cfg.baud)
-        mouse = None
-    conn = ConnectedBoard(LeverBoard(transport, cfg, **kw), cfg.driver, mouse, closers)
-    if isinstance(cfg, LeverBoardSim) and fast:
-        conn.gate, conn.resume = gate, link.resume
-    try:
-        conn.board.connect()
-        if (isinstance(cfg, LeverBoardSim) and fast) or isinstance(cfg, LeverBoardSimavr):
-            conn.board.set_stream(1, 50)  # fewer, fuller packets: less per-packet overhead
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _load_one_by_one(board: LeverBoard, machine: Any) -> None:
-    """Upload a machine one packet at a time, each ACKed before the next.
-
-    ``LeverBoard.load_trial`` sends every chunk at once; the Uno firmware buffers only two
-    received frames, so under load (simavr, or a busy board) the later chunks are dropped and
-    LOAD_COMMIT is never answered. Waiting per packet costs a few ms per trial, inside the
-    upload-ahead slack. (Reported to the board work; drop this once ``load_trial`` paces.)
-    """
-    from rig.core.protocol import MAX_CHUNK, LoadBegin, LoadChunk, LoadCommit, crc16
-    from rig.core.statemachine import validate_blob
-
-    blob = machine.compile().encode()
-    h = board.hello
-    if h is not None:
-        validate_blob(blob, h.max_states, h.max_transitions, int(board.config.valve.max_valve_ms))
-    board.command(LoadBegin(len(blob), crc16(blob)))
-    for off in range(0, len(blob), MAX_CHUNK):
-        board.command(LoadChunk(off, blob[off : off + MAX_CHUNK]))
-    board.command(LoadCommit())
+#: Longest session assumed when neither the task nor the caller bounds it (sizes the synthetic
+#: imaging movie), s.
+DEFAULT_MAX_SESSION_S = 3600.0
 
 
 def _versions() -> dict[str, str]:
@@ -332,11 +82,16 @@ class LeverRunner:
         Extra stop criterion, in board seconds.
     mouse : LeverMouse, optional
         Replaces the config's simulated mouse.
+    frame_clock_hz : float, optional
+        Simulated board: give it a frame clock at this rate. Default: the synthetic imaging
+        source's frame rate when imaging runs, else no frame clock.
+    imaging : bool
+        Run the imaging pipeline when the rig config has an ``imaging`` section.
     """
 
     def __init__(
         self,
-        rig: RigConfig,
+        rig: Any,
         subject_id: str,
         task: str,
         params: Any,
@@ -345,6 +100,8 @@ class LeverRunner:
         duration_s: float | None = None,
         signals: RigSignals | None = None,
         mouse: Any = None,
+        frame_clock_hz: float | None = None,
+        imaging: bool = True,
     ) -> None:
         self.rig = rig
         self.subject_id = subject_id
@@ -353,19 +110,24 @@ class LeverRunner:
         self.speed = speed or None
         self.duration_s = duration_s
         self.signals = signals or RigSignals()
+        self.frame_clock_hz = frame_clock_hz
         self._mouse_override = mouse
+        self._want_imaging = imaging
         self.task: LeverTask | None = None
+        self.book: TrialBook | None = None
         self.conn: ConnectedBoard | None = None
         self.writer: SessionWriter | None = None
+        self.imaging: LiveImaging | None = None
+        self.imaging_summary: dict[str, Any] = {}
+        self._subject_at_start: dict[str, Any] = {}
         self._q: queue.Queue[TrailEvent] = queue.Queue()
         self._stop_req = threading.Event()
         self._stop_reason = ""
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._raw_early: list[tuple[int, bytes]] = []
-        self._trial: int | None = None
-        self._t0_us: int | None = None
-        self._t_us = 0
+        # writes that arrive before the session folder opens, replayed into it in order
+        self._early: list[tuple[str, Any]] = []
+        self._early_lock = threading.Lock()
         self._wall0 = 0.0
         self._wall_s = 0.0
         self._status = "complete"
@@ -382,14 +144,26 @@ class LeverRunner:
         return self.writer.folder if self.writer is not None else None
 
     def start(self) -> None:
-        """Connect, open the session folder, start trial 0; returns once it runs."""
+        """Connect, open the session folder, start imaging and trial 0; returns once it runs."""
         if self._thread is not None:
             raise RigError("this runner has run already; make a new one per session")
         subject = load_subject(self.rig.data_dir, self.subject_id)
+        self._subject_at_start = subject.model_dump(mode="json")
         lb = self.rig.lever_board
         if lb is None:
             raise RigError(f"rig {self.rig.name!r} has no lever_board section")
         self.task = make_task(self.task_name, self.params, lb.calibration, lb.valve, subject)
+        self.book = TrialBook(self.task, self._host_event, self._write_trial)
+        clock_hz, clock_frames = self.frame_clock_hz, None
+        if self._want_imaging and self.rig.imaging is not None:
+            # a synthetic movie follows the simulated board's frame clock; other boards have
+            # no clock to give it, so it plays at its own rate
+            self.imaging = LiveImaging(
+                self.rig.imaging, self.signals, self._max_session_s(), clocked=lb.driver == "sim"
+            )
+            if self.imaging.clocked:
+                clock_hz, clock_frames = self.imaging.frame_clock_hz, self.imaging.n_movie_frames
+        self.frame_clock_hz = clock_hz
         self._wall0 = time.monotonic()
         self.conn = connect_lever_board(
             self.rig,
@@ -403,6 +177,8 @@ class LeverRunner:
                 "on_trail": self._on_trail,
                 "on_lever": self._on_lever,
             },
+            frame_clock_hz=clock_hz,
+            frame_clock_n_frames=clock_frames,
         )
         try:
             self._open_session()
@@ -418,7 +194,7 @@ class LeverRunner:
             self._stop_reason = reason
             self._stop_req.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=120)
 
     def wait(self, timeout_s: float | None = None) -> bool:
         """Wait for the session to end by itself; True if it has."""
@@ -457,6 +233,14 @@ class LeverRunner:
             self.task.lever_cal = self.task.lever_cal.model_copy(update={"rest_counts": counts})
             self._manual("manual_zero_lever", {"rest_counts": counts, "old_rest_counts": old})
 
+    def roi_labels(self) -> np.ndarray | None:
+        """int32 (Y, X) ROI label image of the live imaging, once known (else None)."""
+        return self.imaging.roi_labels() if self.imaging is not None else None
+
+    def reference_image(self) -> np.ndarray | None:
+        """float32 (Y, X) registration reference of the live imaging, once known."""
+        return self.imaging.reference_image() if self.imaging is not None else None
+
     # ------------------------------------------------------------------ progress
     def progress(self) -> dict[str, Any]:
         """Live figures: trials, rewards, success (all, last 20), µl, board time, hold_ms per
@@ -480,18 +264,28 @@ class LeverRunner:
     @property
     def elapsed_s(self) -> float:
         """Board time since the session started (s)."""
-        return 0.0 if self._t0_us is None else (self._t_us - self._t0_us) / 1e6
+        return self.book.elapsed_s if self.book is not None else 0.0
 
     def summary(self) -> dict[str, Any]:
-        return {
+        out = {
             **self.progress(),
             "folder": str(self.session_dir) if self.session_dir else "",
             "status": self._status,
             "stop_reason": self._stop_reason,
             "wall_s": self._wall_s,
         }
+        if self.imaging is not None:
+            out["imaging"] = imaging_figures(self.imaging_summary)
+        return out
 
     # ------------------------------------------------------------------ session
+    def _max_session_s(self) -> float:
+        limits = [self.duration_s] if self.duration_s is not None else []
+        stop = getattr(self.task, "stop", None)
+        if stop is not None:
+            limits.append(float(stop.max_duration_min) * 60.0)
+        return min(limits) if limits else DEFAULT_MAX_SESSION_S
+
     def _open_session(self) -> None:
         assert self.task is not None and self.conn is not None
         h = self.conn.board.hello
@@ -502,6 +296,15 @@ class LeverRunner:
                 "fw_version": h.fw_version,
                 "simulated": h.simulated,
             }
+        extra: dict[str, Any] = {
+            "driver": self.conn.driver,
+            "speed": self.speed,
+            "duration_s": self.duration_s,
+            "subject_at_start": self._subject_at_start,
+            "frame_clock_hz": self.frame_clock_hz,
+        }
+        if self.imaging is not None:
+            extra["imaging"] = self.imaging.header()
         meta = SessionMeta(
             subject_id=self.subject_id,
             task=self.task.name,
@@ -512,46 +315,43 @@ class LeverRunner:
             software=_versions(),
             firmware=firmware,
             started_at=datetime.now(UTC),
-            extra={"driver": self.conn.driver, "speed": self.speed, "duration_s": self.duration_s},
+            extra=extra,
         )
-        self.writer = SessionWriter.create(self.rig.data_dir, meta, self.rig.fsync_interval_s)
-        for t_ns, data in self._raw_early:
-            self.writer.write_raw(self.conn.board.name, data, t_ns)
-        self._raw_early.clear()
+        writer = SessionWriter.create(self.rig.data_dir, meta, self.rig.fsync_interval_s)
+        with self._early_lock:
+            for kind, item in self._early:
+                self._write(writer, kind, item)
+            self._early.clear()
+            self.writer = writer
         self._host_event("session_start", {"params_hash": meta.params_hash, "task": meta.task})
-        self.signals.session.emit("started", {"folder": str(self.writer.folder)})
+        if self.imaging is not None:
+            self.imaging.start(writer)
+        self.signals.session.emit("started", {"folder": str(writer.folder)})
 
     def _run(self) -> None:
-        assert self.task is not None and self.conn is not None
-        board, task = self.conn.board, self.task
-        plans: dict[int, TrialPlan] = {}
-        trail: list[TrailEvent] = []
+        assert self.book is not None and self.conn is not None
+        board, book = self.conn.board, self.book
         try:
-            plans[0] = self._queue_trial(task.plan(0))
+            self._upload(book.plan(0))
             while not self._stop_req.is_set():
                 try:
                     ev = self._q.get(timeout=0.05)
                 except queue.Empty:
                     self._check_time()
                     continue
+                step = book.advance(ev)
+                if step.planned is not None:  # the pending buffer is free again: upload ahead
+                    self._upload(step.planned)
                 if ev.name == "trial_start":
-                    n = ev.value
-                    trail = [ev]
-                    if self._t0_us is None:
-                        self._t0_us = ev.t_us
-                    if n + 1 not in plans:  # the pending buffer is free again: upload ahead
-                        plans[n + 1] = self._queue_trial(task.plan(n + 1))
-                    self._resume(upto_trial=n)
+                    self._resume(upto_trial=ev.value)
                     continue
-                trail.append(ev)
-                if ev.name == "trial_end":
-                    self._finish_trial(plans.pop(ev.value), trail)
-                    reason = task.stop_reason(self.elapsed_s)
-                    if reason:
+                if step.finished is not None:
+                    self.signals.trial.emit(step.finished)
+                    if reason := book.stop_reason():
                         self._stop_reason = reason
                         self._stop_req.set()
                 self._check_time()
-            self._abort_running(board, plans, trail)
+            self._abort_running(board)
         except BaseException as e:  # anything: still reach safe state and close the files
             self.error = e
             self._status = "aborted"
@@ -564,39 +364,30 @@ class LeverRunner:
         if self.duration_s is not None and self.elapsed_s >= self.duration_s:
             self._stop_reason = f"duration reached ({self.duration_s:g} s)"
             self._stop_req.set()
-        elif self.task is not None and (reason := self.task.stop_reason(self.elapsed_s)):
+        elif self.book is not None and (reason := self.book.stop_reason()):
             self._stop_reason = reason
             self._stop_req.set()
 
-    def _queue_trial(self, plan: TrialPlan) -> TrialPlan:
+    def _upload(self, plan: TrialPlan) -> None:
         assert self.conn is not None
-        for name, data in plan.host_events:
-            self._host_event(name, data, trial=plan.trial, source="task")
         if self.conn.driver == "sim":
             self.conn.board.load_trial(plan.machine)
         else:
-            _load_one_by_one(self.conn.board, plan.machine)
+            load_one_by_one(self.conn.board, plan.machine)
         self.conn.board.start_trial(plan.trial)
-        return plan
 
-    def _finish_trial(self, plan: TrialPlan, trail: list[TrailEvent]) -> None:
-        assert self.task is not None and self.writer is not None
-        rec = self.task.record(plan, trail)
-        row = rec.row()
+    def _write_trial(self, row: dict[str, Any]) -> None:
+        assert self.writer is not None
         self.writer.write_trial(row)
         self.records.append(row)
-        for name, data in self.task.finish(rec):
-            self._host_event(name, data, trial=plan.trial, source="task")
-        self.signals.trial.emit(row)
 
-    def _abort_running(
-        self, board: LeverBoard, plans: dict[int, TrialPlan], trail: list[TrailEvent]
-    ) -> None:
+    def _abort_running(self, board: LeverBoard) -> None:
         """Cancel the queued start, abort the running trial and record it as ``aborted``."""
+        assert self.book is not None
         self._resume()  # the abort takes effect at the board's next tick
         with contextlib.suppress(RigError):
             board.stop_trial()
-        if self._trial is None:
+        if self.book.trial is None:
             return
         with contextlib.suppress(RigError):
             board.abort_trial()
@@ -606,16 +397,14 @@ class LeverRunner:
                 ev = self._q.get(timeout=0.05)
             except queue.Empty:
                 continue
-            if ev.name == "trial_start":
-                trail = [ev]
-                continue
-            trail.append(ev)
-            if ev.name == "trial_end" and ev.value in plans:
-                self._finish_trial(plans.pop(ev.value), trail)
+            step = self.book.advance(ev, plan_next=False)
+            if step.finished is not None:
+                self.signals.trial.emit(step.finished)
                 return
 
     def _teardown(self, status: str, reason: str) -> None:
-        """Safe state, close the board, close the files, save subject and mouse state."""
+        """Safe state, close the board, finish imaging, close the files, save subject and mouse
+        state."""
         try:
             if self.conn is not None:
                 self._resume()  # RESET_SAFE acts at the board's next tick
@@ -623,16 +412,44 @@ class LeverRunner:
                     log.error("lever board did not confirm its safe state")
                 self.conn.close()
         finally:
-            self._wall_s = time.monotonic() - self._wall0
-            if self.writer is not None:
-                self._host_event("session_stop", {"reason": reason, "status": status})
-                self.writer.close(status, reason)
-                self._save_subject()
-            self._status = status
-            self.signals.session.emit(
-                "stopped", {"folder": str(self.session_dir), "reason": reason, "status": status}
+            try:
+                self._finish_imaging()
+            finally:
+                self._wall_s = time.monotonic() - self._wall0
+                if self.writer is not None:
+                    self._host_event("session_stop", {"reason": reason, "status": status})
+                    self.writer.close(status, reason)
+                    self._save_subject()
+                self._status = status
+                self.signals.session.emit(
+                    "stopped", {"folder": str(self.session_dir), "reason": reason, "status": status}
+                )
+                self._done.set()
+
+    def _finish_imaging(self) -> None:
+        """Process every frame whose edge arrived, finish ``imaging/``, report a mismatch."""
+        if self.imaging is None or self.imaging.pipeline is None:
+            return
+        try:
+            self.imaging_summary = self.imaging.stop()
+        except Exception as e:  # the behavior session is still worth closing properly
+            log.exception("imaging pipeline failed")
+            self.signals.emit_log(logging.ERROR, f"imaging pipeline failed: {e}")
+            self._host_event("imaging_error", {"error": f"{type(e).__name__}: {e}"})
+            self.imaging_summary = self.imaging.summary
+            return
+        fig = imaging_figures(self.imaging_summary)
+        if fig["dropped"] or self.imaging_summary.get("frame_clock_mismatch"):
+            msg = (
+                f"imaging: {fig['frame_clock_edges']} frame-clock edges, "
+                f"{fig['frames']} frames processed"
             )
-            self._done.set()
+            log.warning(msg)
+            self.signals.emit_log(logging.WARNING, msg)
+            self._host_event(
+                "imaging_frame_mismatch",
+                {"edges": fig["frame_clock_edges"], "frames": fig["frames"]},
+            )
 
     def _save_subject(self) -> None:
         assert self.task is not None and self.writer is not None
@@ -644,35 +461,45 @@ class LeverRunner:
             save_mouse_state(self.rig.data_dir, self.subject_id, mouse.end_session())
 
     # ------------------------------------------------------------------ reader-thread callbacks
+    def _record(self, kind: str, item: Any) -> None:
+        """Write now, or keep it for the session folder if it is not open yet."""
+        with self._early_lock:
+            writer = self.writer
+            if writer is None:
+                self._early.append((kind, item))
+                return
+        if not writer.failed:
+            self._write(writer, kind, item)
+
+    def _write(self, writer: SessionWriter, kind: str, item: Any) -> None:
+        with contextlib.suppress(RigError):
+            if kind == "raw":
+                name = self.conn.board.name if self.conn is not None else "lever_board"
+                writer.write_raw(name, item[1], item[0])
+            elif kind == "event":
+                writer.write_event(item)
+            else:
+                writer.write_lever(*item)
+
     def _on_raw(self, t_ns: int, data: bytes) -> None:
-        if self.writer is None:
-            self._raw_early.append((t_ns, data))
-        elif not self.writer.failed:
-            with contextlib.suppress(RigError):
-                self.writer.write_raw(
-                    self.conn.board.name if self.conn else "lever_board", data, t_ns
-                )
+        self._record("raw", (t_ns, data))
 
     def _on_trail(self, ev: TrailEvent) -> None:
-        if ev.name == "trial_start":
-            self._trial = ev.value
-        self._t_us = max(self._t_us, ev.t_us)
+        if self.book is not None:
+            self.book.observe_trail(ev)
         self._q.put(ev)
 
     def _on_event(self, ev: Event) -> None:
-        ev.trial = self._trial
-        if ev.name == "trial_end":
-            self._trial = None
-        if self.writer is not None:
-            with contextlib.suppress(RigError):
-                self.writer.write_event(ev)
+        if self.book is not None:
+            self.book.tag_event(ev)
+        if ev.name == "frame" and self.imaging is not None and ev.t_device_us is not None:
+            self.imaging.on_frame_edge(ev.frame if ev.frame is not None else -1, ev.t_device_us)
+        self._record("event", ev)
 
     def _on_lever(self, t_us: np.ndarray, counts: np.ndarray) -> None:
-        if len(t_us):
-            self._t_us = max(self._t_us, int(t_us[-1]))
-        if self.writer is not None:
-            with contextlib.suppress(RigError):
-                self.writer.write_lever(t_us, counts)
+        if len(t_us) and self.book is not None:
+            self.book.observe_time(int(t_us[-1]))
+        self._record("lever", (t_us, counts))
 
     # ------------------------------------------------------------------ helpers
     def _host_event(
@@ -685,7 +512,7 @@ class LeverRunner:
         self.signals.event.emit(ev)
 
     def _manual(self, name: str, data: dict[str, Any]) -> None:
-        self._host_event(name, data, trial=self._trial, source="gui")
+        self._host_event(name, data, trial=self.book.trial if self.book else None, source="gui")
 
     def _resume(self, upto_trial: int | None = None) -> None:
         """Unfreeze board time, unless a later trial has started and froze it again (its
@@ -701,3 +528,18 @@ class LeverRunner:
         if self.conn is None or not self.running:
             raise RigError("no session is running")
         return self.conn.board
+
+
+def imaging_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """The imaging figures a session reports: frames processed, frame-clock edges received,
+    frames dropped (edges without a processed frame), latency p50/p99 (ms)."""
+    frames = int(summary.get("frames_processed", 0))
+    edges = int(summary.get("frame_clock_edges_received", summary.get("frame_clock_edges", 0)))
+    return {
+        "frames": frames,
+        "frame_clock_edges": edges,
+        "dropped": max(0, edges - frames),
+        "latency_ms_p50": summary.get("latency_ms_p50"),
+        "latency_ms_p99": summary.get("latency_ms_p99"),
+        "frames_per_s": summary.get("frames_per_s"),
+    }

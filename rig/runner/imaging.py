@@ -1,0 +1,371 @@
+"""Imaging inside a live lever session, and the pipeline set-up the replay re-runs.
+
+:func:`build_pipeline` makes the ``acquisition.pipeline.ImagingPipeline`` that writes a session's
+``imaging/`` folder (the format of ``acquisition.traces.store``, plus ``imaging/roi_labels.npy``:
+int32 (Y, X), ``k`` = ROI ``k-1``). The live session and ``rig replay --reprocess-imaging`` both
+use it, so a re-run uses exactly the code and parameters of the recording. The ROIs are always
+used as that label image (also when detected or loaded from a file), so that the saved labels
+reproduce the traces.
+
+:class:`LiveImaging` runs it during a lever session:
+
+- ``synthetic`` source: frame ``k`` of a seeded synthetic movie is delivered when the simulated
+  board's frame-clock edge ``k`` arrives (the runner asks the sim board for a frame clock at the
+  movie's rate via :attr:`LiveImaging.frame_clock_hz`), so frames follow board time at any speed;
+- ``tiff`` / ``tcp`` sources: frames come as the source delivers them; frame-clock edges from the
+  board map them to board time.
+
+Edges are queued by the board's reader thread and consumed by a feeder thread that pushes frames
+into the pipeline (which blocks on back-pressure: no frame is ever dropped from the traces). At
+the end every queued edge is served before the pipeline closes; a different number of edges and
+frames is reported in the summary (and by the runner as an ``imaging_frame_mismatch`` event).
+RigSignals ``frame`` (latest registered frame), ``traces`` (ΔF/F per frame) and ``imaging``
+(statistics, at most every ``stats_interval_s``) are emitted from the pipeline thread.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from rig.core.signals import RigSignals
+
+if TYPE_CHECKING:
+    from acquisition.pipeline import FrameResult, ImagingPipeline
+    from rig.core.config import ImagingConfig, RoiSource
+
+log = logging.getLogger(__name__)
+
+ROI_LABELS = "imaging/roi_labels.npy"
+#: Frames the registration reference is fitted on (and ROIs detected on, up to the config's
+#: ``rois.n_frames_for_detection``) before the first frame is processed.
+DEFAULT_WARMUP_FRAMES = 60
+DEFAULT_MAX_SHIFT_PX = 10
+
+
+def imaging_params(rig_config: dict[str, Any]) -> dict[str, Any]:
+    """The trace parameters of a rig config snapshot's ``imaging`` section (defaults if absent)."""
+    im = rig_config.get("imaging") or {}
+    return {
+        "backend": im.get("backend", "auto"),
+        "neuropil_coefficient": float(im.get("neuropil_coefficient", 0.7)),
+        "baseline_window_s": float(im.get("baseline_window_s", 60.0)),
+        "baseline_percentile": float(im.get("baseline_percentile", 8.0)),
+        "queue_frames": int(im.get("queue_frames", 64)),
+    }
+
+
+def build_pipeline(
+    sink: Any,
+    frame_rate_hz: float,
+    params: dict[str, Any],
+    *,
+    frame_clock_us: Iterable[int] | None = None,
+    roi_labels: np.ndarray | None = None,
+    rois: RoiSource | None = None,
+    warmup_frames: int = DEFAULT_WARMUP_FRAMES,
+    max_shift_px: int = DEFAULT_MAX_SHIFT_PX,
+    backend: str | None = None,
+    header: dict[str, Any] | None = None,
+) -> tuple[ImagingPipeline, dict[str, Any]]:
+    """An (unstarted) pipeline writing to ``sink`` (``SessionWriter`` or ``FolderSink``) under
+    ``imaging/``, and a dict that receives ``rois``, ``labels`` and ``reference`` at set-up.
+
+    Parameters
+    ----------
+    frame_rate_hz : float
+        Frame rate (sets the causal baseline window in frames).
+    params : dict
+        :func:`imaging_params` output.
+    frame_clock_us : iterable of int, optional
+        Board times of the frame-clock edges known up front (edge k = frame k), µs.
+    roi_labels : ndarray (Y, X) int, optional
+        Use these ROIs. Else ``rois`` (the config's ROI source; ``auto`` or None: detect them on
+        the registered warm-up frames).
+    header : dict, optional
+        Extra ``rois.json`` fields.
+    """
+    from acquisition.pipeline import ImagingPipeline
+    from acquisition.registration import Registrar, RegistrationOptions
+    from acquisition.rois import (
+        RoiSet,
+        build_weights,
+        detect_rois,
+        load_rois,
+        neuropil_pixels,
+        weights_to_xp,
+    )
+    from acquisition.traces import FullPathProcessor, TraceExtractor, TraceOptions
+    from acquisition.traces.store import ResultsWriter
+    from acquisition.xp import get_xp, to_host
+
+    xp = get_xp(backend or params["backend"])
+    chosen: dict[str, Any] = {}
+
+    def setup(first: np.ndarray) -> FullPathProcessor:
+        shape = (int(first.shape[1]), int(first.shape[2]))
+        reg = Registrar(xp, shape, RegistrationOptions(max_shift_px=max_shift_px))
+        reg.fit_reference(first)
+        if roi_labels is not None:
+            labels = np.asarray(roi_labels, np.int32)
+        elif rois is not None and rois.kind != "auto":
+            assert rois.path is not None  # the config model requires it
+            labels = load_rois(rois.path, shape, rois.kind).label_image()
+        else:
+            n = len(first) if rois is None else min(len(first), rois.n_frames_for_detection)
+            labels = detect_rois(xp, reg.register(first[:n]).frames).label_image()
+        roiset = RoiSet.from_labels(labels.astype(np.int32), source=ROI_LABELS)
+        chosen.update(rois=roiset, labels=labels, reference=to_host(reg.reference))
+        # rois.json is written at the first processed batch, after this returns
+        head["frame_shape"] = list(shape)
+        head["roi_names"] = list(roiset.names)
+        buf = io.BytesIO()
+        np.save(buf, labels.astype(np.int32))
+        sink.open_append(ROI_LABELS)
+        sink.append(ROI_LABELS, buf.getvalue())
+        opt = TraceOptions(
+            neuropil_coefficient=params["neuropil_coefficient"],
+            baseline_window_s=params["baseline_window_s"],
+            baseline_percentile=params["baseline_percentile"],
+        )
+        w = weights_to_xp(xp, build_weights(roiset, neuropil_pixels(roiset)))
+        return FullPathProcessor(reg, TraceExtractor(xp, w, frame_rate_hz, opt))
+
+    head: dict[str, Any] = {
+        "source": "motor-rig session",
+        "trace_options": params,
+        "frame_rate_hz": frame_rate_hz,
+        "warmup_frames": warmup_frames,
+        "max_shift_px": max_shift_px,
+        **(header or {}),
+    }
+    pipe = ImagingPipeline(
+        setup=setup,
+        warmup_frames=warmup_frames,
+        queue_frames=params["queue_frames"],
+        writer=ResultsWriter(sink, prefix="imaging/"),
+        header=head,
+        frame_clock_us=frame_clock_us,
+    )
+    return pipe, chosen
+
+
+def synthetic_movie_frames(frame_rate_hz: float, max_session_s: float) -> int:
+    """Length of the synthetic movie made for a live session: the longest the session may run
+    plus a minute (the session stops at a trial end after its limit), frames."""
+    return max(1, math.ceil(frame_rate_hz * (max_session_s + 60.0)))
+
+
+_STOP = object()
+
+
+class LiveImaging:
+    """The imaging pipeline of one live session (see the module docstring).
+
+    Parameters
+    ----------
+    cfg : ImagingConfig
+        The rig's ``imaging`` section.
+    signals : RigSignals
+        Where ``frame``, ``traces`` and ``imaging`` go.
+    max_session_s : float
+        Longest the session may run (board s): sizes the synthetic movie and its frame clock.
+    clocked : bool
+        A synthetic source delivers frame k at frame-clock edge k (the simulated board's clock);
+        False: it plays at its own frame rate like a live source.
+    stats_interval_s : float
+        Least wall time between ``imaging`` signals.
+    """
+
+    def __init__(
+        self,
+        cfg: ImagingConfig,
+        signals: RigSignals,
+        max_session_s: float,
+        clocked: bool = True,
+        stats_interval_s: float = 0.5,
+    ) -> None:
+        self.cfg = cfg
+        self.signals = signals
+        self.stats_interval_s = stats_interval_s
+        src = cfg.source
+        self.clocked = clocked and src.kind == "synthetic"
+        self.n_movie_frames: int | None = None
+        if src.kind == "synthetic":
+            self.n_movie_frames = synthetic_movie_frames(src.frame_rate_hz, max_session_s)
+        self.pipeline: ImagingPipeline | None = None
+        self._chosen: dict[str, Any] = {}
+        self._edges: queue.Queue[Any] = queue.Queue()
+        self.n_edges = 0
+        self._next_edge = 0  # next edge index the pipeline's clock list expects
+        self._edge_lock = threading.Lock()
+        self._source: Any = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._last_stats = 0.0
+        self._last_display: int | None = None
+        self.error: BaseException | None = None
+        self.summary: dict[str, Any] = {}
+
+    @property
+    def frame_clock_hz(self) -> float | None:
+        """Rate the simulated board's frame clock must run at (clocked synthetic source)."""
+        src = self.cfg.source
+        return src.frame_rate_hz if self.clocked and src.kind == "synthetic" else None
+
+    def header(self) -> dict[str, Any]:
+        """What a re-run needs to regenerate the frames (written into ``rois.json``)."""
+        out: dict[str, Any] = {"source_kind": self.cfg.source.kind}
+        if self.n_movie_frames is not None:
+            out["synthetic_n_frames"] = self.n_movie_frames
+        return out
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, sink: Any) -> None:
+        """Open the source, build and start the pipeline writing into ``sink``, start feeding."""
+        from acquisition.sources import open_source
+
+        src = self.cfg.source
+        if src.kind == "synthetic":
+            from acquisition.sources.synthetic import SyntheticSource
+
+            assert self.n_movie_frames is not None
+            self._source = SyntheticSource.generate(
+                self.n_movie_frames, paced=not self.clocked, stream=True, size_px=src.size_px,
+                n_cells=src.n_cells, frame_rate_hz=src.frame_rate_hz,
+                max_shift_px=src.max_shift_px, seed=src.seed,
+            )  # fmt: skip
+            rate = src.frame_rate_hz
+        else:
+            self._source = open_source(src)
+            rate = float(getattr(self._source, "frame_rate_hz", 0.0) or 30.0)
+        warmup = DEFAULT_WARMUP_FRAMES
+        if self.cfg.rois.kind == "auto":
+            warmup = max(warmup, min(self.cfg.rois.n_frames_for_detection, 300))
+        self.pipeline, self._chosen = build_pipeline(
+            sink, rate, imaging_params({"imaging": self.cfg.model_dump(mode="json")}),
+            rois=self.cfg.rois, warmup_frames=warmup, header=self.header(),
+        )  # fmt: skip
+        self.pipeline.on_result(self._on_result)
+        self._source.__enter__()
+        self.pipeline.start()
+        target = self._feed_clocked if self.clocked else self._feed_free
+        self._thread = threading.Thread(target=target, name="imaging-feeder", daemon=True)
+        self._thread.start()
+
+    def on_frame_edge(self, index: int, t_us: int) -> None:
+        """A frame-clock edge (board reader thread): edge ``index`` at board time ``t_us``."""
+        self.n_edges += 1
+        self._edges.put((int(index), int(t_us)))
+
+    def stop(self) -> dict[str, Any]:
+        """Serve every edge received so far, close the pipeline (finishing ``imaging/``) and the
+        source; returns the pipeline summary (empty if it never started)."""
+        if self.pipeline is None:
+            return {}
+        self._edges.put(_STOP)
+        self._stop.set()
+        if not self.clocked and self._source is not None:
+            self._source.close()  # wakes a source blocked on its next frame
+        if self._thread is not None:
+            self._thread.join(timeout=120)
+        try:
+            self.summary = self.pipeline.close()
+        finally:
+            self._source.__exit__(None, None, None)
+        self.summary["frame_clock_edges_received"] = self.n_edges
+        self.signals.imaging.emit(dict(self.summary))
+        if self.error is not None:
+            raise self.error
+        return self.summary
+
+    # ------------------------------------------------------------------ state for the GUI
+    def roi_labels(self) -> np.ndarray | None:
+        """int32 (Y, X) ROI labels once the pipeline has set up, else None."""
+        return self._chosen.get("labels")
+
+    def reference_image(self) -> np.ndarray | None:
+        """float32 (Y, X) registration reference once set up, else None."""
+        return self._chosen.get("reference")
+
+    def stats(self) -> dict[str, Any]:
+        return self.pipeline.stats() if self.pipeline is not None else {}
+
+    # ------------------------------------------------------------------ feeder threads
+    def _clock_edge(self, index: int, t_us: int) -> None:
+        """Give the pipeline edge ``index``; missed edges before it are marked -1."""
+        assert self.pipeline is not None
+        with self._edge_lock:
+            if index < self._next_edge:
+                return
+            missing = [-1] * (index - self._next_edge)
+            self.pipeline.push_frame_clock([*missing, t_us])
+            self._next_edge = index + 1
+
+    def _feed_clocked(self) -> None:
+        """Frame k of the movie at edge k."""
+        assert self.pipeline is not None
+        frames = iter(self._source)
+        next_frame = 0
+        try:
+            while True:
+                item = self._edges.get()
+                if item is _STOP:
+                    return
+                k, t_us = item
+                self._clock_edge(k, t_us)
+                while next_frame < k:  # the host missed edges: keep frame k = edge k
+                    next(frames, None)
+                    next_frame += 1
+                got = next(frames, None)
+                if got is None:
+                    continue  # the movie is over: more edges than frames (reported at the end)
+                next_frame += 1
+                self.pipeline.push(k, got[1], got[2])
+        except BaseException as e:
+            self.error = e
+            log.exception("imaging feeder failed")
+
+    def _feed_free(self) -> None:
+        """Frames as the source delivers them; edges map them to board time."""
+        assert self.pipeline is not None
+        edge_thread = threading.Thread(target=self._drain_edges, daemon=True)
+        edge_thread.start()
+        try:
+            for k, t_s, frame in self._source:
+                if self._stop.is_set():
+                    break
+                self.pipeline.push(k, t_s, frame)
+        except BaseException as e:
+            if not self._stop.is_set():
+                self.error = e
+                log.exception("imaging source failed")
+        finally:
+            edge_thread.join(timeout=10)
+
+    def _drain_edges(self) -> None:
+        while (item := self._edges.get()) is not _STOP:
+            self._clock_edge(*item)
+
+    # ------------------------------------------------------------------ pipeline thread
+    def _on_result(self, res: FrameResult) -> None:
+        dff = res.batch.dff
+        for k, i in enumerate(res.frame_index):
+            self.signals.traces.emit(int(i), np.asarray(dff[k], np.float32))
+        assert self.pipeline is not None
+        latest = self.pipeline.latest_frame()
+        if latest is not None and latest[0] != self._last_display:
+            self._last_display = latest[0]
+            self.signals.frame.emit(latest[0], latest[1])
+        now = time.monotonic()
+        if now - self._last_stats >= self.stats_interval_s:
+            self._last_stats = now
+            self.signals.imaging.emit(self.pipeline.stats())
