@@ -7,10 +7,12 @@
         transport = link.transport()                  # PtyTransport / LoopbackTransport
         lb = LeverBoard(transport, config); lb.connect()
 
-``speed`` is board ms per wall ms (1.0 = real time, 10 = ten times faster); ``speed=None`` runs
-as fast as the CPU allows (a virtual clock: the host must keep up or output is dropped, as on
-a real board whose transmit buffer fills). ``max_ticks`` stops the clock at that tick, so a
-headless run can end exactly.
+``speed`` is board ms per wall ms (1.0 = real time, 10 = ten times faster): a host that falls
+behind loses output beyond ``TX_BUFFER_BYTES``, as on a real board whose transmit buffer fills
+(counted in ``tx_dropped``). ``speed=None`` runs as fast as the CPU allows on a virtual clock
+that waits for the host whenever ``VIRTUAL_BACKLOG_BYTES`` of output are unread, so a long
+accelerated run is lossless unless faults are injected on purpose. ``max_ticks`` stops the
+clock at that tick, so a headless run can end exactly.
 
 Faults beyond ``SimFaults``: ``disconnect()`` closes the device end (the host sees the port
 vanish) and, for a pty, ``reconnect()`` makes a new pty behind the same stable path (a symlink,
@@ -36,6 +38,8 @@ from rig.core.sim.lever_board import SimLeverBoard
 from rig.core.transport import LoopbackTransport, PtyTransport, Transport
 
 TX_BUFFER_BYTES = 256 * 1024  # like a board's UART buffer, but generous: drop beyond it
+#: virtual clock (speed=None): stop ticking while this much output waits for the host
+VIRTUAL_BACKLOG_BYTES = 64 * 1024
 
 
 class SimBoardLink:
@@ -54,6 +58,7 @@ class SimBoardLink:
         self.speed = speed
         self.max_ticks = max_ticks
         self.tx_dropped = 0
+        self.backpressure_waits = 0
         self.connected = False
         self._tmpdir: str | None = None
         if kind == "pty":
@@ -186,9 +191,16 @@ class SimBoardLink:
     def _run(self) -> None:
         while not self._stop.is_set():
             with self._lock:
-                fd, paused = self._fd, self._paused
+                fd, paused, backlog = self._fd, self._paused, len(self._pending)
             n, wait_s = (0, 0.01) if paused else self._due_ticks()
-            if n == 0:
+            if self.speed is None and fd is not None and backlog >= VIRTUAL_BACKLOG_BYTES:
+                # a virtual clock has no deadline to keep: wait for the host to read instead of
+                # dropping output (loss is modelled on purpose with SimFaults and stall())
+                n, wait_s = 0, 0.01
+                self.backpressure_waits += 1
+                with contextlib.suppress(OSError, ValueError):
+                    select.select([fd], [fd], [], wait_s)
+            elif n == 0:
                 if fd is None:
                     self._stop.wait(min(wait_s, 0.01) or 0.01)
                 else:
