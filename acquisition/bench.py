@@ -12,7 +12,10 @@ rigid shifts up to ``max_shift_px``, ROIs = the true cell masks):
   transients clearly above the shot noise), after the first ``baseline_warmup_s``;
 - batch throughput (frames/s) over the movie repeated ``repeats`` times (CuPy: from page-locked
   memory, uploads overlapped with compute on a second stream);
-- streaming latency: one frame at a time, host uint16 in to host ΔF/F out, p50/p99;
+- streaming latency: one frame at a time, host uint16 in to host ΔF/F out, p50/p99; on CuPy the
+  default path (a CUDA graph per frame, :mod:`acquisition.graph`, when available; ``stream.path``
+  says which ran) and the plain kernel-by-kernel path (``stream_plain``), and the largest
+  difference between their results (``stream.graph_vs_plain``);
 - piecewise-rigid batch throughput;
 - references: scikit-image ``phase_cross_correlation`` (CPU, upsample 10) per frame, and on a GPU
   the host-to-device upload ceiling for the same frames (pinned, batched, nothing else).
@@ -69,12 +72,69 @@ def _make_processor(
     line_phase_px: float,
     weights: Any,
     fs: float,
+    streaming: str = "auto",
 ) -> FullPathProcessor:
     reg = Registrar(xp, (reference.shape[0], reference.shape[1]), reg_opt)
     reg.line_phase_px = line_phase_px
     reg.set_reference(reference)
     tr = TraceExtractor(xp, weights_to_xp(xp, weights), fs, TraceOptions())
-    return FullPathProcessor(reg, tr)
+    return FullPathProcessor(reg, tr, streaming=streaming)
+
+
+def _stream_latency(
+    proc: FullPathProcessor, movie: np.ndarray, stream_frames: int
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Per-frame latency of ``proc.process`` on single host frames (the time includes the
+    download), and the results of the timed frames as (stream_frames, 3 + 3n) float32
+    (dy, dx, peak, F, Fneu, ΔF/F) for comparing paths."""
+    n_frames = movie.shape[0]
+    for i in range(min(20, n_frames)):  # warm-up (plans, caches, graph capture + self-check)
+        proc.process(movie[i])
+    lat = np.zeros(stream_frames)
+    cpu = np.zeros(stream_frames)
+    refreshed = np.zeros(stream_frames, bool)
+    rows = []
+    for k in range(stream_frames):
+        i = k % n_frames
+        r0 = proc.tr.baseline.refreshes
+        t, c = time.perf_counter(), time.thread_time()
+        out = proc.process(movie[i])  # returns host arrays: the time includes the download
+        lat[k] = time.perf_counter() - t
+        cpu[k] = time.thread_time() - c
+        refreshed[k] = proc.tr.baseline.refreshes != r0
+        rows.append(np.concatenate([out.shifts_px[0], out.peak, out.f[0], out.fneu[0], out.dff[0]]))
+    lat_ms = lat * 1e3
+    plain = lat_ms[~refreshed] if (~refreshed).any() else lat_ms
+    stats = {
+        "frames": stream_frames,
+        # "graph": one CUDA graph replay per frame (acquisition.graph); "plain": kernel by kernel
+        "path": proc.streaming_path,
+        "graph_unavailable": proc.graph_error,
+        "latency_ms_p50": float(np.percentile(lat_ms, 50)),
+        "latency_ms_p99": float(np.percentile(lat_ms, 99)),
+        "latency_ms_max": float(lat_ms.max()),
+        # CPU time of the calling thread: what the frame costs, whatever else runs on the host
+        "thread_cpu_ms_p50": float(np.percentile(cpu * 1e3, 50)),
+        # the baseline order statistic is recomputed once a second: those frames cost more
+        "baseline_refresh_frames": int(refreshed.sum()),
+        "latency_ms_p99_without_refresh_frames": float(np.percentile(plain, 99)),
+        "latency_ms_p50_refresh_frames": (
+            float(np.percentile(lat_ms[refreshed], 50)) if refreshed.any() else None
+        ),
+    }
+    return stats, np.asarray(rows, np.float32).reshape(stream_frames, -1)
+
+
+def _path_difference(a: np.ndarray, b: np.ndarray, n: int) -> dict[str, float]:
+    """Largest differences between two paths' streaming results (rows as from
+    :func:`_stream_latency`)."""
+    d = np.abs(a - b)
+    return {
+        "max_abs_shift_diff_px": float(d[:, 0:2].max()),
+        "max_abs_f_diff": float(d[:, 3 : 3 + 2 * n].max()),
+        "max_abs_dff_diff": float(d[:, 3 + 2 * n :].max()),
+        "p999_abs_dff_diff": float(np.percentile(d[:, 3 + 2 * n :], 99.9)),
+    }
 
 
 def _timed_movie(proc: FullPathProcessor, movie: np.ndarray, batch: int, repeats: int) -> float:
@@ -206,8 +266,8 @@ def run_imaging_bench(
         if checkpoint is not None:
             checkpoint(result)
 
-    def fresh(opt: RegistrationOptions = reg_opt) -> FullPathProcessor:
-        return _make_processor(xp, opt, reference, reg.line_phase_px, weights, fs)
+    def fresh(opt: RegistrationOptions = reg_opt, streaming: str = "auto") -> FullPathProcessor:
+        return _make_processor(xp, opt, reference, reg.line_phase_px, weights, fs, streaming)
 
     say("accuracy pass ...")
     out = fresh().process_movie(movie, batch_frames)
@@ -243,36 +303,13 @@ def run_imaging_bench(
 
     say(f"streaming latency ({stream_frames} frames, one at a time) ...")
     proc = fresh()
-    for i in range(min(20, n_frames)):  # warm-up (plans, caches)
-        proc.process(movie[i])
-    lat = np.zeros(stream_frames)
-    cpu = np.zeros(stream_frames)
-    refreshed = np.zeros(stream_frames, bool)
-    for k in range(stream_frames):
-        i = k % n_frames
-        r0 = proc.tr.baseline.refreshes
-        t, c = time.perf_counter(), time.thread_time()
-        proc.process(movie[i])  # returns host arrays: the time includes the download
-        lat[k] = time.perf_counter() - t
-        cpu[k] = time.thread_time() - c
-        refreshed[k] = proc.tr.baseline.refreshes != r0
-    lat_ms = lat * 1e3
-    plain = lat_ms[~refreshed] if (~refreshed).any() else lat_ms
-    stream = {
-        "frames": stream_frames,
-        "latency_ms_p50": float(np.percentile(lat_ms, 50)),
-        "latency_ms_p99": float(np.percentile(lat_ms, 99)),
-        "latency_ms_max": float(lat_ms.max()),
-        # CPU time of the calling thread: what the frame costs, whatever else runs on the host
-        "thread_cpu_ms_p50": float(np.percentile(cpu * 1e3, 50)),
-        # the baseline order statistic is recomputed once a second: those frames cost more
-        "baseline_refresh_frames": int(refreshed.sum()),
-        "latency_ms_p99_without_refresh_frames": float(np.percentile(plain, 99)),
-        "latency_ms_p50_refresh_frames": (
-            float(np.percentile(lat_ms[refreshed], 50)) if refreshed.any() else None
-        ),
-    }
-
+    stream, rows = _stream_latency(proc, movie, stream_frames)
+    if is_cupy(xp):
+        say(f"streaming path: {stream['path']}; now the plain CuPy path for comparison ...")
+        stream_plain, rows_plain = _stream_latency(fresh(streaming="plain"), movie, stream_frames)
+        save("stream_plain", stream_plain)
+        if stream["path"] == "graph":
+            stream["graph_vs_plain"] = _path_difference(rows, rows_plain, len(rois))
     save("stream", stream)
     nr_n = nonrigid_frames if nonrigid_frames is not None else (n_frames if is_cupy(xp) else 60)
     nr_n = max(1, min(nr_n, n_frames))
@@ -390,6 +427,7 @@ def format_table(res: dict[str, Any]) -> list[tuple[str, str, str]]:
             f"{s['latency_ms_p50']:.3f} / {s['latency_ms_p99']:.3f}",
             tgt("cpu_stream_p50_ms") or tgt("gpu_stream_p99_ms"),
         ),
+        ("streaming path", str(s.get("path", "plain")), s.get("graph_unavailable") or ""),
         ("streaming thread CPU time p50 (ms)", f"{s['thread_cpu_ms_p50']:.3f}", ""),
         (
             "streaming p99 w/o baseline-refresh frames (ms)",
@@ -399,6 +437,25 @@ def format_table(res: dict[str, Any]) -> list[tuple[str, str, str]]:
         ),
         ("piecewise-rigid (frames/s)", f"{n['frames_per_s']:,.0f}", tgt("gpu_nonrigid_fps")),
     ]
+    if "stream_plain" in res:
+        sp = res["stream_plain"]
+        rows.append(
+            (
+                "plain CuPy streaming p50 / p99 (ms)",
+                f"{sp['latency_ms_p50']:.3f} / {sp['latency_ms_p99']:.3f}",
+                f"thread CPU p50 {sp['thread_cpu_ms_p50']:.3f} ms",
+            )
+        )
+    if "graph_vs_plain" in s:
+        g = s["graph_vs_plain"]
+        rows.append(
+            (
+                "graph vs plain: max |diff| shift / F / dF/F",
+                f"{g['max_abs_shift_diff_px']:.2g} px / {g['max_abs_f_diff']:.2g} / "
+                f"{g['max_abs_dff_diff']:.2g}",
+                "same frames, fresh state each",
+            )
+        )
     if "upload_ceiling" in res:
         u = res["upload_ceiling"]
         rows.append(

@@ -3,7 +3,8 @@
 #   1. installs carried wheels from .whl/ (if any) into /tmp/site;
 #   2. pytest tests/gpu: CuPy results equal numpy's within float32 tolerance on fresh inputs;
 #   3. the benchmark on CuPy (512 px, 500 ROIs; batch throughput incl. upload, streaming
-#      latency, piecewise-rigid, upload ceiling, plain-CuPy and Fourier-shift variants);
+#      latency on the CUDA-graph path and on the plain path, piecewise-rigid, upload ceiling,
+#      plain-CuPy and Fourier-shift variants);
 #   4. the same benchmark on numpy on the same machine (CPU reference, incl. scikit-image);
 #   5. a summary against the targets.
 # Everything goes to $OUT (default: a new temp folder): gpu_check.log, gpu_tests.xml,
@@ -101,6 +102,19 @@ for name, rc in (("cupy", rc_c), ("numpy", rc_n)):
     print(f"  streaming p99 without the {st.get('baseline_refresh_frames')} baseline-refresh "
           f"frames: {st.get('latency_ms_p99_without_refresh_frames', nan):.3f} ms; "
           f"thread CPU p50 {st.get('thread_cpu_ms_p50', nan):.3f} ms")
+    if "path" in st:
+        why = f" (graph unavailable: {st['graph_unavailable']})" if st.get("graph_unavailable") else ""
+        print(f"  streaming path: {st['path']}{why}")
+    if "stream_plain" in r:
+        sp = r["stream_plain"]
+        print(f"  plain CuPy streaming p50/p99 {sp.get('latency_ms_p50', nan):.3f}/"
+              f"{sp.get('latency_ms_p99', nan):.3f} ms; thread CPU p50 "
+              f"{sp.get('thread_cpu_ms_p50', nan):.3f} ms")
+    if "graph_vs_plain" in st:
+        g = st["graph_vs_plain"]
+        print(f"  graph vs plain on the same {st.get('frames')} frames: max |diff| shift "
+              f"{g['max_abs_shift_diff_px']:.2g} px, F {g['max_abs_f_diff']:.2g}, dF/F "
+              f"{g['max_abs_dff_diff']:.2g} (p99.9 {g['p999_abs_dff_diff']:.2g})")
     a = r.get("accuracy", {})
     print(f"  shift error mean/p99 {a.get('shift_err_mean_px', nan):.3f}/"
           f"{a.get('shift_err_p99_px', nan):.3f} px; dF/F r active median "

@@ -61,12 +61,20 @@ def estimate_line_phase(xp: ModuleType, frames: Any, max_phase_px: int = 10) -> 
     return p
 
 
-def correct_line_phase(xp: ModuleType, frames: Any, phase_px: float) -> Any:
+def needs_fourier_line_phase(phase_px: float) -> bool:
+    """True when :func:`correct_line_phase` shifts by FFT (fractional offset >= 0.05 px)."""
+    return abs(phase_px) >= 0.05 and abs(phase_px - round(phase_px)) >= 1e-3
+
+
+def correct_line_phase(
+    xp: ModuleType, frames: Any, phase_px: float, plans: tuple[Any, Any] | None = None
+) -> Any:
     """Shift odd rows of float32 ``frames`` (..., Y, X) by ``-phase_px`` along x (in place).
 
     Integer offsets use a roll; fractional ones an exact 1-D Fourier shift of the odd rows.
     Offsets under 0.05 px are below what the estimate resolves and are skipped (it also saves
-    two FFTs per frame on the streaming path). Returns ``frames``.
+    two FFTs per frame on the streaming path). ``plans`` (CuPy only): ``(rfft plan, irfft plan)``
+    for the odd rows, instead of CuPy's plan cache. Returns ``frames``.
     """
     if abs(phase_px) < 0.05:
         return frames
@@ -78,5 +86,9 @@ def correct_line_phase(xp: ModuleType, frames: Any, phase_px: float) -> Any:
     nx = frames.shape[-1]
     k = cached_constant(xp, ("rfftfreq", nx), lambda: np.fft.rfftfreq(nx).astype(np.float32))
     ramp = xp.exp((2j * np.pi * phase_px) * k).astype(xp.complex64)
-    frames[..., 1::2, :] = fft.irfft(fft.rfft(odd, axis=-1) * ramp, n=nx, axis=-1)
+    if plans is None:
+        frames[..., 1::2, :] = fft.irfft(fft.rfft(odd, axis=-1) * ramp, n=nx, axis=-1)
+    else:
+        spec = fft.rfft(odd, axis=-1, plan=plans[0]) * ramp
+        frames[..., 1::2, :] = fft.irfft(spec, n=nx, axis=-1, plan=plans[1])
     return frames

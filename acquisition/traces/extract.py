@@ -88,6 +88,13 @@ class CausalBaseline:
         self.f0 = self.xp.partition(data, k, axis=1)[:, k]
         self.refreshes += 1
 
+    def refresh_due(self, t: int) -> bool:
+        """Whether the frame with 0-based index ``t`` ends with a refresh (the rule of
+        :meth:`update`: every frame during the first interval, then every ``update_every``-th).
+        The CUDA-graph streaming path writes the ring on the device and asks this on the host."""
+        u = self.update_every
+        return t < u or t % u == u - 1
+
     def update(self, fc: Any) -> Any:
         """Append ``fc`` (B, n) float32 frames and return their baselines (B, n)."""
         xp = self.xp

@@ -4,7 +4,9 @@
 :class:`~acquisition.traces.extract.TraceExtractor` on the same ``xp``:
 
 - :meth:`FullPathProcessor.process` handles one batch (or one frame, streaming) synchronously
-  and returns host arrays;
+  and returns host arrays; on CuPy a single host frame goes through the CUDA-graph path of
+  :mod:`acquisition.graph` (``streaming="auto"``, the default) when the setup allows it, else
+  through the plain path, which stays the reference;
 - :meth:`FullPathProcessor.process_movie` runs a whole host movie in batches; on CuPy it
   double-buffers: batch k+1 is uploaded on a copy stream (from page-locked memory when the movie
   is pinned, see :func:`acquisition.xp.pinned_empty`) while batch k is computed, so throughput is
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +27,8 @@ from acquisition.traces.extract import TraceExtractor
 from acquisition.xp import is_cupy, to_host
 
 CPU_CHUNK_FRAMES = 8
+STREAMING_MODES = ("auto", "graph", "plain")
+_warned: set[str] = set()  # the one fallback warning of this process, once given
 
 
 @dataclass
@@ -55,14 +60,31 @@ class FullPathProcessor:
         With a reference already set.
     extractor : TraceExtractor
         On the same ``xp``.
+    streaming : str
+        Path for single host frames: ``"auto"`` (CUDA graph on CuPy when the setup allows it,
+        else plain, with one warning when a graph was possible in principle but failed),
+        ``"graph"`` (the same, named explicitly), or ``"plain"`` (never a graph).
     """
 
-    def __init__(self, registrar: Registrar, extractor: TraceExtractor) -> None:
+    def __init__(
+        self, registrar: Registrar, extractor: TraceExtractor, streaming: str = "auto"
+    ) -> None:
         if registrar.xp is not extractor.xp:
             raise ValueError("registrar and extractor must use the same array backend")
+        if streaming not in STREAMING_MODES:
+            raise ValueError(f"streaming={streaming!r}; expected one of {STREAMING_MODES}")
         self.reg = registrar
         self.tr = extractor
         self.xp = registrar.xp
+        self.streaming = streaming
+        self._graph: Any = None  # acquisition.graph.StreamingGraph once built and checked
+        self.graph_error: str | None = None  # why the graph path is not used, once known
+        self.last_stream_path = "plain"  # path the last single host frame took
+
+    @property
+    def streaming_path(self) -> str:
+        """``"graph"`` when single frames go through a checked CUDA graph, else ``"plain"``."""
+        return "graph" if self._graph is not None else "plain"
 
     def _device(self, frames: Any, keep_registered: bool) -> tuple[Any, Any]:
         """Everything on the device; results packed as (B, 3 + 3n) so one download fetches all."""
@@ -89,8 +111,73 @@ class FullPathProcessor:
     def process(self, frames: Any, keep_registered: bool = False) -> ProcessedBatch:
         """One batch (B, Y, X) or one frame (Y, X) of any real dtype -> host results."""
         f = frames if frames.ndim == 3 else frames[None]
+        if f.shape[0] == 1 and self.streaming != "plain" and isinstance(f, np.ndarray):
+            out = self._process_graph(f[0], keep_registered)
+            # a new graph's first frame is answered by the plain path after the self-check; it
+            # counts as "graph" only if the check passed and the graph serves the next frames
+            self.last_stream_path = "plain" if out is None else self.streaming_path
+            if out is not None:
+                return out
+        return self._process_plain(f, keep_registered)
+
+    def _process_plain(self, f: Any, keep_registered: bool) -> ProcessedBatch:
         packed, reg = self._device(self.xp.asarray(f), keep_registered)
         return self._unpack(packed, reg)
+
+    # ------------------------------------------------------------------ CUDA-graph streaming
+    def _process_graph(self, frame: np.ndarray, keep_registered: bool) -> ProcessedBatch | None:
+        """One host frame through the CUDA graph; None means: use the plain path."""
+        if not is_cupy(self.xp):
+            self.graph_error = "the backend is numpy"
+            return None
+        from acquisition.graph import StreamingGraph, graph_key
+
+        g = self._graph
+        if g is not None and g.key != graph_key(self.reg, self.tr):
+            g = self._graph = None  # e.g. a new line phase: rebuild, and check again
+        if g is None:
+            if self.graph_error is not None:
+                return None
+            try:
+                g = StreamingGraph(self.reg, self.tr, frame.dtype)
+                return self._check_graph(g, frame, keep_registered)
+            except Exception as e:  # unsupported setup, or a CUDA error while capturing
+                self._fall_back(f"{type(e).__name__}: {e}")
+                return None
+        if frame.dtype != g.dtype or frame.shape != self.reg.shape:
+            return None  # a stray frame; the graph stays for the others
+        row, registered = g.run(frame, keep_registered)
+        return self._unpack(row, registered)
+
+    def _check_graph(
+        self, g: Any, frame: np.ndarray, keep_registered: bool
+    ) -> ProcessedBatch | None:
+        """Run ``frame`` through the new graph and through the plain path from the same baseline
+        state; adopt the graph only if both agree. Returns the plain path's result."""
+        bl = self.tr.baseline
+        self.xp.cuda.get_current_stream().synchronize()
+        saved = (bl.ring.copy(), bl.count, bl.refreshes, bl.f0)
+        try:
+            got = self._unpack(g.run(frame)[0])
+        finally:  # the plain path below redoes this frame from the same state
+            bl.ring[...] = saved[0]
+            bl.count, bl.refreshes, bl.f0 = saved[1], saved[2], saved[3]
+        ref = self._process_plain(frame[None], keep_registered)
+        bad = graph_mismatch(got, ref)
+        if bad:
+            self._fall_back(f"self-check on the first frame failed: {bad}")
+            return ref
+        self._graph = g
+        self.graph_error = None
+        return ref
+
+    def _fall_back(self, why: str) -> None:
+        self.graph_error = why
+        self._graph = None
+        if not _warned:
+            msg = f"CUDA-graph streaming unavailable ({why}); using the plain CuPy path"
+            _warned.add(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
     def process_movie(
         self,
@@ -179,3 +266,23 @@ class FullPathProcessor:
         if on_batch:
             on_batch(start, b)
         return b
+
+
+def graph_mismatch(got: ProcessedBatch, ref: ProcessedBatch) -> str:
+    """Empty when the graph result ``got`` equals the plain ``ref`` within float32 tolerance,
+    else the fields that differ and by how much (the same kernels run, so this is a guard
+    against a broken capture, not a numerical comparison)."""
+    tol = {
+        "shifts_px": (0.0, 2e-3),
+        "peak": (1e-4, 1e-4),
+        "f": (1e-4, 1e-2),
+        "fneu": (1e-4, 1e-2),
+        "dff": (1e-3, 1e-3),
+    }
+    bad = []
+    for k, (rtol, atol) in tol.items():
+        a, b = getattr(got, k), getattr(ref, k)
+        if a.shape != b.shape or not np.allclose(a, b, rtol=rtol, atol=atol):
+            d = float(np.max(np.abs(a - b))) if a.shape == b.shape else float("nan")
+            bad.append(f"{k} max |diff| {d:.3g}")
+    return "; ".join(bad)
