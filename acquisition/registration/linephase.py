@@ -88,7 +88,12 @@ def correct_line_phase(
     ramp = xp.exp((2j * np.pi * phase_px) * k).astype(xp.complex64)
     if plans is None:
         frames[..., 1::2, :] = fft.irfft(fft.rfft(odd, axis=-1) * ramp, n=nx, axis=-1)
-    else:
-        spec = fft.rfft(odd, axis=-1, plan=plans[0]) * ramp
-        frames[..., 1::2, :] = fft.irfft(spec, n=nx, axis=-1, plan=plans[1])
+        return frames
+    # as context managers: some CuPy versions ignore a 1-D plan passed as an argument to
+    # rfft and take one from the plan cache instead, which may evict and destroy it later
+    with plans[0]:
+        spec = fft.rfft(odd, axis=-1)
+    spec = spec * ramp
+    with plans[1]:
+        frames[..., 1::2, :] = fft.irfft(spec, n=nx, axis=-1)
     return frames
