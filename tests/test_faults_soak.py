@@ -72,8 +72,10 @@ def test_long_session_with_imaging_memory_queues_and_losses(tmp_path: Path) -> N
     cfg["imaging"]["source"].update(size_px=64, n_cells=6, frame_rate_hz=30.0)
     (tmp_path / "rig.yaml").write_text(yaml.safe_dump(cfg))
     rig = load_rig_config(tmp_path / "rig.yaml")
-    params = make_params("self_initiated", parse_overrides(["max_rewards=100000"]))
     duration_s = SOAK_MINUTES * 60
+    # the runner's duration_s ends the session; the task's own limits must not come first
+    limits = ["max_rewards=100000", f"max_duration_min={SOAK_MINUTES + 10:g}"]
+    params = make_params("self_initiated", parse_overrides(limits))
     runner = LeverRunner(rig, "soak", "self_initiated", params, speed=None, duration_s=duration_s)
     rss0 = _rss_bytes()
     t0 = time.monotonic()
@@ -111,7 +113,7 @@ def test_long_session_with_imaging_memory_queues_and_losses(tmp_path: Path) -> N
         f"host lost {board.get('lost_packets')} packets, crc {board.get('crc_errors')}, "
         f"lever gaps {board.get('lever_gaps')}, board {board.get('board')}"
     )
-    assert s["status"] == "complete", s["stop_reason"]
+    assert s["status"] == "complete" and "duration reached" in s["stop_reason"], s["stop_reason"]
     assert growth_mb < 50
     assert board["lost_packets"] == 0 and board["crc_errors"] == 0 and board["lever_gaps"] == 0
     assert board["board"].get("tx_dropped", 0) == 0 and board["board"].get("lost", 0) == 0
@@ -119,8 +121,8 @@ def test_long_session_with_imaging_memory_queues_and_losses(tmp_path: Path) -> N
     # every 1 kHz lever sample from the first to the last is on disk, once
     assert np.all(np.diff(t) == 1000)
     assert t[-1] - t[0] >= (duration_s - 5) * 1e6
-    if img:
-        assert img["dropped"] == 0 and img["frames"] >= 30 * (duration_s - 5)
+    assert img, "the imaging pipeline did not run"
+    assert img["dropped"] == 0 and img["frames"] >= 30 * (duration_s - 5)
     # bounded queues: the pipeline's own queue by construction (back-pressure); the trail queue
     # stays near empty; the frame-edge queue (unbounded) only holds the warm-up backlog of a
     # board running 30x faster than real time and must not grow after it
