@@ -35,6 +35,13 @@ def test_demo_headless_ten_minutes_under_a_minute(tmp_path: Path) -> None:
     for label in ("success rate", "RT crossing - cue (ms)", "trajectory r between contexts"):
         assert label in res.output
     assert re.search(r"metric\s+.*all\s+.*cue_triggered\s+.*self_initiated", res.output)
+    # live imaging from sim.yaml: one frame per frame-clock edge, none dropped
+    m = re.search(r"imaging: (\d+) frames for (\d+) frame-clock edges, latency p50 [\d.]+ ms "
+                  r"p99 [\d.]+ ms, dropped (\d+)", res.output)  # fmt: skip
+    assert m is not None, res.output[-500:]
+    assert int(m.group(1)) == int(m.group(2)) >= 600 * 15 and m.group(3) == "0"
+    assert sum(e.name == "frame" for e in r.events()) == int(m.group(2))
+    assert (folder / "imaging" / "roi_labels.npy").is_file()
 
 
 @pytest.mark.slow

@@ -179,14 +179,15 @@ def test_bench_figures(tmp_path: Path) -> None:
 
 
 def test_fresh_recording_replays(tmp_path: Path) -> None:
-    """A session recorded now by the live runner replays identically: catches drift between
-    LeverRunner's bookkeeping and the replay's mirror of it."""
+    """A session recorded now by the live runner replays identically: the runner and the replay
+    share TrialBook, this catches drift in how each drives it."""
     from rig.core.config import load_rig_config
     from rig.runner.lever import LeverRunner
     from tasks.params import make_params
 
     rig = load_rig_config(Path(__file__).parents[1] / "hardware_configs" / "sim.yaml")
-    rig = rig.model_copy(update={"data_dir": tmp_path / "data"})
+    # behavior only (live imaging replays in test_runner_imaging.py)
+    rig = rig.model_copy(update={"data_dir": tmp_path / "data", "imaging": None})
     params = make_params(
         "mixed",
         {"max_rewards": 4, "block_trials": 2,

@@ -31,7 +31,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -287,6 +287,30 @@ class LiveImaging:
             raise self.error
         return self.summary
 
+    def finish(self, host_event: Callable[[str, dict[str, Any]], None]) -> dict[str, Any]:
+        """:meth:`stop`, reporting a failure or an edge/frame count mismatch through
+        ``host_event(name, data)`` and the ``log`` signal instead of raising (the behavior
+        session is still worth closing properly); returns the summary."""
+        if self.pipeline is None:
+            return {}
+        try:
+            self.stop()
+        except Exception as e:
+            log.exception("imaging pipeline failed")
+            self.signals.emit_log(logging.ERROR, f"imaging pipeline failed: {e}")
+            host_event("imaging_error", {"error": f"{type(e).__name__}: {e}"})
+            return self.summary
+        fig = imaging_figures(self.summary)
+        if fig["dropped"] or self.summary.get("frame_clock_mismatch"):
+            msg = f"imaging: {fig['frame_clock_edges']} frame-clock edges, {fig['frames']} frames"
+            log.warning(msg)
+            self.signals.emit_log(logging.WARNING, msg)
+            host_event(
+                "imaging_frame_mismatch",
+                {"edges": fig["frame_clock_edges"], "frames": fig["frames"]},
+            )
+        return self.summary
+
     # ------------------------------------------------------------------ state for the GUI
     def roi_labels(self) -> np.ndarray | None:
         """int32 (Y, X) ROI labels once the pipeline has set up, else None."""
@@ -369,3 +393,18 @@ class LiveImaging:
         if now - self._last_stats >= self.stats_interval_s:
             self._last_stats = now
             self.signals.imaging.emit(self.pipeline.stats())
+
+
+def imaging_figures(summary: dict[str, Any]) -> dict[str, Any]:
+    """The imaging figures a session reports: frames processed, frame-clock edges received,
+    frames dropped (edges without a processed frame), latency p50/p99 (ms)."""
+    frames = int(summary.get("frames_processed", 0))
+    edges = int(summary.get("frame_clock_edges_received", summary.get("frame_clock_edges", 0)))
+    return {
+        "frames": frames,
+        "frame_clock_edges": edges,
+        "dropped": max(0, edges - frames),
+        "latency_ms_p50": summary.get("latency_ms_p50"),
+        "latency_ms_p99": summary.get("latency_ms_p99"),
+        "frames_per_s": summary.get("frames_per_s"),
+    }

@@ -41,11 +41,10 @@ from rig.core.events import Event
 from rig.core.signals import RigSignals
 from rig.core.statemachine import TrailEvent
 from rig.core.store import SessionMeta, SessionWriter
-from rig.runner.imaging import LiveImaging
+from rig.runner.imaging import LiveImaging, imaging_figures
 from rig.runner.lever_devices import ConnectedBoard, connect_lever_board, load_one_by_one
 from rig.runner.trials import TrialBook
 from tasks.lever_tasks import LeverTask, TrialPlan, make_task
-from tasks.metrics import running_success
 from tasks.params import params_hash
 from tasks.shaping import load_subject, save_subject
 from tasks.sim_mouse import save_mouse_state
@@ -132,7 +131,6 @@ class LeverRunner:
         self._wall_s = 0.0
         self._status = "complete"
         self.error: BaseException | None = None
-        self.records: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ SessionRunner API
     @property
@@ -243,23 +241,15 @@ class LeverRunner:
 
     # ------------------------------------------------------------------ progress
     def progress(self) -> dict[str, Any]:
-        """Live figures: trials, rewards, success (all, last 20), µl, board time, hold_ms per
-        context, median reaction time of cued trials (ms, None before the first)."""
-        recs = [r for r in self.records if r["outcome"] != "aborted"]
-        outs = [r["outcome"] for r in recs]
-        n = len(outs)
-        hold = self.task.shaping_state() if self.task is not None else {}
-        rts = [r["rt_ms"] for r in recs if r["rt_ms"] is not None]
-        return {
-            "trials": n,
-            "rewards": outs.count("reward"),
-            "success_rate": outs.count("reward") / n if n else 0.0,
-            "success_last20": float(running_success(outs)[-1]) if n else 0.0,
-            "reward_ul": float(sum(r["reward_ul"] for r in recs)),
-            "elapsed_s": self.elapsed_s,
-            "hold_ms": {k: v["hold_ms"] for k, v in hold.items()},
-            "rt_ms_median": float(np.median(rts)) if rts else None,
-        }
+        """Live figures (:meth:`TrialBook.progress`), zeros before the session starts."""
+        if self.book is None:
+            return TrialBook.empty_progress()
+        return self.book.progress()
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Rows of the trials finished so far."""
+        return self.book.records if self.book is not None else []
 
     @property
     def elapsed_s(self) -> float:
@@ -379,7 +369,6 @@ class LeverRunner:
     def _write_trial(self, row: dict[str, Any]) -> None:
         assert self.writer is not None
         self.writer.write_trial(row)
-        self.records.append(row)
 
     def _abort_running(self, board: LeverBoard) -> None:
         """Cancel the queued start, abort the running trial and record it as ``aborted``."""
@@ -428,28 +417,8 @@ class LeverRunner:
 
     def _finish_imaging(self) -> None:
         """Process every frame whose edge arrived, finish ``imaging/``, report a mismatch."""
-        if self.imaging is None or self.imaging.pipeline is None:
-            return
-        try:
-            self.imaging_summary = self.imaging.stop()
-        except Exception as e:  # the behavior session is still worth closing properly
-            log.exception("imaging pipeline failed")
-            self.signals.emit_log(logging.ERROR, f"imaging pipeline failed: {e}")
-            self._host_event("imaging_error", {"error": f"{type(e).__name__}: {e}"})
-            self.imaging_summary = self.imaging.summary
-            return
-        fig = imaging_figures(self.imaging_summary)
-        if fig["dropped"] or self.imaging_summary.get("frame_clock_mismatch"):
-            msg = (
-                f"imaging: {fig['frame_clock_edges']} frame-clock edges, "
-                f"{fig['frames']} frames processed"
-            )
-            log.warning(msg)
-            self.signals.emit_log(logging.WARNING, msg)
-            self._host_event(
-                "imaging_frame_mismatch",
-                {"edges": fig["frame_clock_edges"], "frames": fig["frames"]},
-            )
+        if self.imaging is not None:
+            self.imaging_summary = self.imaging.finish(self._host_event)
 
     def _save_subject(self) -> None:
         assert self.task is not None and self.writer is not None
@@ -528,18 +497,3 @@ class LeverRunner:
         if self.conn is None or not self.running:
             raise RigError("no session is running")
         return self.conn.board
-
-
-def imaging_figures(summary: dict[str, Any]) -> dict[str, Any]:
-    """The imaging figures a session reports: frames processed, frame-clock edges received,
-    frames dropped (edges without a processed frame), latency p50/p99 (ms)."""
-    frames = int(summary.get("frames_processed", 0))
-    edges = int(summary.get("frame_clock_edges_received", summary.get("frame_clock_edges", 0)))
-    return {
-        "frames": frames,
-        "frame_clock_edges": edges,
-        "dropped": max(0, edges - frames),
-        "latency_ms_p50": summary.get("latency_ms_p50"),
-        "latency_ms_p99": summary.get("latency_ms_p99"),
-        "frames_per_s": summary.get("frames_per_s"),
-    }

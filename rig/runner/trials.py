@@ -20,9 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from rig.core.events import Event
 from rig.core.statemachine import TrailEvent
 from tasks.lever_tasks import LeverTask, TrialPlan
+from tasks.metrics import running_success
 
 #: ``host_event(name, data, trial, source)``: record a host-side event.
 HostEventFn = Callable[[str, dict[str, Any], "int | None", str], None]
@@ -61,6 +64,8 @@ class TrialBook:
         self.trial: int | None = None
         self.t0_us: int | None = None
         self.t_us = 0
+        #: rows of the finished trials, in order
+        self.records: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ reader-thread half
     def observe_trail(self, ev: TrailEvent) -> None:
@@ -119,10 +124,36 @@ class TrialBook:
         """The task's stop criteria at the current board time (None = go on)."""
         return self.task.stop_reason(self.elapsed_s)
 
+    def progress(self) -> dict[str, Any]:
+        """Live figures: trials, rewards, success (all, last 20), µl, board time, hold_ms per
+        context, median reaction time of cued trials (ms, None before the first); aborted
+        trials are left out."""
+        recs = [r for r in self.records if r["outcome"] != "aborted"]
+        outs = [r["outcome"] for r in recs]
+        n = len(outs)
+        rts = [r["rt_ms"] for r in recs if r["rt_ms"] is not None]
+        return {
+            "trials": n,
+            "rewards": outs.count("reward"),
+            "success_rate": outs.count("reward") / n if n else 0.0,
+            "success_last20": float(running_success(outs)[-1]) if n else 0.0,
+            "reward_ul": float(sum(r["reward_ul"] for r in recs)),
+            "elapsed_s": self.elapsed_s,
+            "hold_ms": {k: v["hold_ms"] for k, v in self.task.shaping_state().items()},
+            "rt_ms_median": float(np.median(rts)) if rts else None,
+        }
+
+    @staticmethod
+    def empty_progress() -> dict[str, Any]:
+        """:meth:`progress` before any session started."""
+        zeros = ("trials", "rewards", "success_rate", "success_last20", "reward_ul", "elapsed_s")
+        return {**dict.fromkeys(zeros, 0), "hold_ms": {}, "rt_ms_median": None}
+
     def _finish(self, plan: TrialPlan) -> dict[str, Any]:
         rec = self.task.record(plan, self.trail)
         row = rec.row()
         self.write_trial(row)
+        self.records.append(row)
         for name, data in self.task.finish(rec):
             self.host_event(name, data, plan.trial, "task")
         return row
