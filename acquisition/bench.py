@@ -110,6 +110,7 @@ def _stream_latency(
         # "graph": one CUDA graph replay per frame (acquisition.graph); "plain": kernel by kernel
         "path": proc.streaming_path,
         "graph_unavailable": proc.graph_error,
+        "graph": proc.graph_info,
         "latency_ms_p50": float(np.percentile(lat_ms, 50)),
         "latency_ms_p99": float(np.percentile(lat_ms, 99)),
         "latency_ms_max": float(lat_ms.max()),

@@ -242,12 +242,26 @@ class StreamingGraph:
             self._step_a(scratch)
             self._step_b()
             self.stream.synchronize()
+            before = self.pool.total_bytes()
             self.graph_a, self.registered = self._capture(
                 lambda: self._step_a(self.tr.baseline.ring)
             )
             self.graph_b, _ = self._capture(self._step_b)
+        # bytes the private pool had to cudaMalloc while capturing (0 when warm-up 2 covered
+        # everything; legal either way in CuPy's relaxed capture mode), and its total size
+        self.capture_malloc_bytes = int(self.pool.total_bytes() - before)
+        self.private_pool_bytes = int(self.pool.total_bytes())
         if not reg_fused.fused_enabled(cp):
             raise GraphUnavailable("a fused kernel failed during capture")
+
+    def info(self) -> dict[str, Any]:
+        """Facts about this graph for benchmark reports."""
+        return {
+            "frame_dtype": str(self.dtype),
+            "fourier_line_phase": self.lp_plans is not None,
+            "private_pool_bytes": self.private_pool_bytes,
+            "capture_malloc_bytes": self.capture_malloc_bytes,
+        }
 
     # ------------------------------------------------------------------ per frame
     def run(self, frame: np.ndarray, keep_registered: bool = False) -> tuple[np.ndarray, Any]:

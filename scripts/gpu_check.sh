@@ -104,6 +104,10 @@ for name, rc in (("cupy", rc_c), ("numpy", rc_n)):
           f"thread CPU p50 {st.get('thread_cpu_ms_p50', nan):.3f} ms")
     if "path" in st:
         why = f" (graph unavailable: {st['graph_unavailable']})" if st.get("graph_unavailable") else ""
+        gi = st.get("graph") or {}
+        if gi:
+            why = (f" (private pool {gi['private_pool_bytes'] / 1e6:.1f} MB, "
+                   f"{gi['capture_malloc_bytes']} B newly allocated during capture)")
         print(f"  streaming path: {st['path']}{why}")
     if "stream_plain" in r:
         sp = r["stream_plain"]

@@ -82,6 +82,11 @@ class FullPathProcessor:
         self.last_stream_path = "plain"  # path the last single host frame took
 
     @property
+    def graph_info(self) -> dict[str, Any] | None:
+        """:meth:`acquisition.graph.StreamingGraph.info` of the graph in use, or None."""
+        return None if self._graph is None else self._graph.info()
+
+    @property
     def streaming_path(self) -> str:
         """``"graph"`` when single frames go through a checked CUDA graph, else ``"plain"``."""
         return "graph" if self._graph is not None else "plain"
