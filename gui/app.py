@@ -370,19 +370,34 @@ def build_window(
     ConfigError
         Bad rig config or parameter values (names the file or field).
     """
+    from pydantic import ValidationError
+
+    from rig.core.config import problems_from_validation
+
     rig = load_rig_config(config_path or DEFAULT_CONFIG)
+    # Everything is checked before any widget exists: a half-built window left to the garbage
+    # collector can take pyqtgraph's C++ objects down in the wrong order.
+    tasks = available_tasks(rig)
+    if task is not None and task not in tasks:
+        raise ConfigError.single(
+            "--task",
+            "",
+            f"task {task!r} is not available on this rig; expected one of {sorted(tasks)}",
+        )
+    if params:
+        model = tasks[task] if task is not None else next(iter(tasks.values()))
+        try:
+            model.model_validate(params)
+        except ValidationError as e:
+            raise ConfigError(problems_from_validation("task params", e)) from None
     window = MainWindow(rig, runner_factory=runner_factory, session_extra=session_extra)
     sp = window.session_panel
     if task is not None:
-        if sp.task.findText(task) < 0:
-            raise ConfigError.single("--task", "", f"task {task!r} is not available on this rig")
         sp.task.setCurrentText(task)
     if subject_id is not None:
         sp.subject.setText(subject_id)
     if params and sp.form is not None:
         sp.form.set_values(params)
-        if not sp.form.valid:
-            raise ConfigError.single("task params", "", str(sp.form.errors))
     if autostart:
         QTimer.singleShot(0, sp.start_button.click)
     return window

@@ -248,6 +248,8 @@ def test_imaging_click_selects_rois_and_feeds_dff(qtbot, window):
         ),
         timeout=5000,
     )
+    qtbot.waitUntil(lambda: not ip.shift_view.isHidden(), timeout=5000)  # shifts reported
+    assert ip.shift_y.getData()[1] is not None
     ip.mode.setCurrentText("reference")
     np.testing.assert_array_equal(ip.displayed(), runner.reference_image)
     ip.mode.setCurrentText("mean")

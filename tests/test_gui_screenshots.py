@@ -1,10 +1,10 @@
 """Renders every panel offscreen during simulated sessions and checks the pictures.
 
-The lever, trial, session, manual and log panels are shot during a real lever session on
-sim.yaml (LeverRunner + simulated board + simulated mouse); the imaging and ΔF/F panels during a
-synthetic imaging stream (the lever runner does not run the imaging pipeline); the rotarod panel
-during a real rotarod day on the simulated rod. Images go to a temporary folder; with
-``RIG_WRITE_SCREENSHOTS=1`` they are written to ``docs/screenshots/`` (the checked-in ones).
+The lever, trial, session, manual, log, imaging and ΔF/F panels are shot during a real lever
+session on sim.yaml (LeverRunner, simulated board and mouse, live imaging of a small synthetic
+movie through the real pipeline); the rotarod panel during a real rotarod day on the simulated
+rod. Images go to a temporary folder; with ``RIG_WRITE_SCREENSHOTS=1`` they are written to
+``docs/screenshots/`` (the checked-in ones).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from PyQt6.QtGui import QImage
 from PyQt6.QtWidgets import QWidget
 
 from gui.app import MainWindow
-from gui.synthetic import SyntheticRunner
-from tests.gui_helpers import REPO, sim_rig
+from tests.gui_helpers import REPO
+from tests.test_gui_imaging import imaging_rig
 from tests.test_gui_session import FAST_PARAMS
 
 pytestmark = pytest.mark.timeout(180)
@@ -54,25 +54,7 @@ def _has_content(pixels: np.ndarray, min_colours: int = 8) -> bool:
 
 
 def test_screenshots_of_every_panel(qtbot, tmp_path, shots_dir):
-    rig = sim_rig(tmp_path)
-    lb = rig.lever_board
-    assert lb is not None
-    mouse = lb.mouse.model_copy(update={"skill": 0.9})
-    rig = rig.model_copy(
-        update={"lever_board": lb.model_copy(update={"mouse": mouse}), "imaging": None}
-    )
-    synthetic: list[SyntheticRunner] = []
-
-    def factory(request):
-        if request.extra.get("synthetic"):
-            r = SyntheticRunner(n_rois=120, size_px=128, trial_s=0.4, seed=3)
-            synthetic.append(r)
-            return r
-        from gui.app import default_runner_factory
-
-        return default_runner_factory(request)
-
-    win = MainWindow(rig, runner_factory=factory, session_extra={"speed": 10.0})
+    win = MainWindow(imaging_rig(tmp_path), session_extra={"speed": 5.0})
     qtbot.addWidget(win)
     win.confirm_close = lambda: True  # type: ignore[method-assign]
     win.resize(1500, 950)
@@ -82,10 +64,11 @@ def test_screenshots_of_every_panel(qtbot, tmp_path, shots_dir):
     sp.task.setCurrentText("mixed")
     sp.form.set_values(FAST_PARAMS)
 
-    # --- a real lever session on the simulated rig
+    # --- a real lever session with live imaging on the simulated rig
     sp.start_button.click()
     assert win.runner is not None, win.log_panel.lines
     qtbot.waitUntil(lambda: len(win.trial_panel.records) >= 8, timeout=90_000)
+    qtbot.waitUntil(lambda: win.dff_panel.aligned["reward"][1] >= 2, timeout=60_000)
     win.manual_panel.reward_button.click()
     qtbot.waitUntil(lambda: win.lever_panel.n_redraws > 20, timeout=10_000)
     shots = {
@@ -97,17 +80,8 @@ def test_screenshots_of_every_panel(qtbot, tmp_path, shots_dir):
         "log": (win.log_panel, (900, 200)),
     }
     pixels = {name: _shoot(w, shots_dir / f"{name}.png", size) for name, (w, size) in shots.items()}
-    win.stop_session()
-
-    # --- a synthetic imaging stream for the imaging and ΔF/F panels
-    win.session_extra["synthetic"] = True
-    win.dff_panel.pre_s, win.dff_panel.post_s = 0.5, 1.0
-    sp.start_button.click()
-    qtbot.waitUntil(lambda: win.dff_panel.aligned["reward"][1] >= 2, timeout=30_000)
     win.tabs.setCurrentIndex(1)
     win.imaging_panel.auto_levels()
-    for roi in (7, 12):
-        win.imaging_panel.toggle_roi(roi)
     qtbot.waitUntil(lambda: win.dff_panel.n_redraws > 10, timeout=10_000)
     pixels["imaging"] = _shoot(win.imaging_panel, shots_dir / "imaging.png", (620, 700))
     pixels["dff"] = _shoot(win.dff_panel, shots_dir / "dff.png", (700, 700))

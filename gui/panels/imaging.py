@@ -78,14 +78,20 @@ class ImagingPanel(QWidget):
         self.overlay.setZValue(10)
         self.vb.addItem(self.image)
         self.vb.addItem(self.overlay)
-        self.shift_plot = self.view.addPlot(row=1, col=0)
-        self.shift_plot.setMaximumHeight(110)
+        # Its own widget, hidden until the pipeline reports shifts (an empty plot says nothing).
+        self.shift_view = pg.PlotWidget(background="k")
+        self.shift_view.setMaximumHeight(130)
+        self.shift_plot = self.shift_view.getPlotItem()
         self.shift_plot.setLabel("left", "shift (px)")
-        self.shift_plot.setTitle("motion shift: not reported yet", size="8pt")
         self.shift_plot.setLabel("bottom", "frame")
+        self.shift_plot.setTitle(
+            'motion shift: <span style="color:#ff7043">y</span> '
+            '<span style="color:#29b6f6">x</span>',
+            size="8pt",
+        )
         self.shift_y = self.shift_plot.plot(pen=pg.mkPen("#ff7043"))
         self.shift_x = self.shift_plot.plot(pen=pg.mkPen("#29b6f6"))
-        self.view.ci.layout.setRowStretchFactor(0, 4)
+        self.shift_view.hide()
 
         self.mode = QComboBox()
         for m in ("live", "mean", "reference"):
@@ -109,6 +115,7 @@ class ImagingPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(controls)
         layout.addWidget(self.view)
+        layout.addWidget(self.shift_view)
         layout.addWidget(self.info)
         self.mode.currentIndexChanged.connect(self._show)
         self.view.scene().sigMouseClicked.connect(self._on_click)
@@ -121,7 +128,7 @@ class ImagingPanel(QWidget):
         if state == "started":
             self._sum, self._n_mean, self.live = None, 0, None
             self._shifts.clear()
-            self.shift_plot.setTitle("motion shift: not reported yet", size="8pt")
+            self.shift_view.hide()
 
     def set_rois(self, labels: np.ndarray | None) -> None:
         """ROI label image: int (Y, X), 0 = background, ROI k has label k + 1."""
@@ -154,11 +161,7 @@ class ImagingPanel(QWidget):
             idx = int(stats.get("frame_index", len(self._shifts)))
             self._shifts.append((idx, float(stats["shift_y_px"]), float(stats["shift_x_px"])))
             if len(self._shifts) == 1:
-                self.shift_plot.setTitle(
-                    'motion shift: <span style="color:#ff7043">y</span> '
-                    '<span style="color:#29b6f6">x</span>',
-                    size="8pt",
-                )
+                self.shift_view.show()
             arr = np.array(self._shifts)
             self.shift_y.setData(arr[:, 0], arr[:, 1])
             self.shift_x.setData(arr[:, 0], arr[:, 2])
