@@ -42,7 +42,12 @@ from rig.core.signals import RigSignals
 from rig.core.statemachine import TrailEvent
 from rig.core.store import SessionMeta, SessionWriter
 from rig.runner.imaging import LiveImaging, imaging_figures
-from rig.runner.lever_devices import ConnectedBoard, connect_lever_board, load_one_by_one
+from rig.runner.lever_devices import (
+    BoardRecorder,
+    ConnectedBoard,
+    connect_lever_board,
+    load_one_by_one,
+)
 from rig.runner.trials import TrialBook
 from tasks.lever_tasks import LeverTask, TrialPlan, make_task
 from tasks.params import params_hash
@@ -124,9 +129,7 @@ class LeverRunner:
         self._stop_reason = ""
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
-        # writes that arrive before the session folder opens, replayed into it in order
-        self._early: list[tuple[str, Any]] = []
-        self._early_lock = threading.Lock()
+        self.recorder = BoardRecorder()
         self._wall0 = 0.0
         self._wall_s = 0.0
         self._status = "complete"
@@ -308,11 +311,8 @@ class LeverRunner:
             extra=extra,
         )
         writer = SessionWriter.create(self.rig.data_dir, meta, self.rig.fsync_interval_s)
-        with self._early_lock:
-            for kind, item in self._early:
-                self._write(writer, kind, item)
-            self._early.clear()
-            self.writer = writer
+        self.recorder.attach(writer, self.conn.board.name)
+        self.writer = writer
         self._host_event("session_start", {"params_hash": meta.params_hash, "task": meta.task})
         if self.imaging is not None:
             self.imaging.start(writer)
@@ -430,28 +430,8 @@ class LeverRunner:
             save_mouse_state(self.rig.data_dir, self.subject_id, mouse.end_session())
 
     # ------------------------------------------------------------------ reader-thread callbacks
-    def _record(self, kind: str, item: Any) -> None:
-        """Write now, or keep it for the session folder if it is not open yet."""
-        with self._early_lock:
-            writer = self.writer
-            if writer is None:
-                self._early.append((kind, item))
-                return
-        if not writer.failed:
-            self._write(writer, kind, item)
-
-    def _write(self, writer: SessionWriter, kind: str, item: Any) -> None:
-        with contextlib.suppress(RigError):
-            if kind == "raw":
-                name = self.conn.board.name if self.conn is not None else "lever_board"
-                writer.write_raw(name, item[1], item[0])
-            elif kind == "event":
-                writer.write_event(item)
-            else:
-                writer.write_lever(*item)
-
     def _on_raw(self, t_ns: int, data: bytes) -> None:
-        self._record("raw", (t_ns, data))
+        self.recorder.raw(t_ns, data)
 
     def _on_trail(self, ev: TrailEvent) -> None:
         if self.book is not None:
@@ -463,12 +443,12 @@ class LeverRunner:
             self.book.tag_event(ev)
         if ev.name == "frame" and self.imaging is not None and ev.t_device_us is not None:
             self.imaging.on_frame_edge(ev.frame if ev.frame is not None else -1, ev.t_device_us)
-        self._record("event", ev)
+        self.recorder.event(ev)
 
     def _on_lever(self, t_us: np.ndarray, counts: np.ndarray) -> None:
         if len(t_us) and self.book is not None:
             self.book.observe_time(int(t_us[-1]))
-        self._record("lever", (t_us, counts))
+        self.recorder.lever(t_us, counts)
 
     # ------------------------------------------------------------------ helpers
     def _host_event(

@@ -11,11 +11,13 @@
   its ADC (:class:`_SimavrLever`);
 - ``serial``: the real board.
 
-:func:`load_one_by_one` is the paced trial upload the Uno firmware needs under load.
+:func:`load_one_by_one` is the paced trial upload the Uno firmware needs under load;
+:class:`BoardRecorder` writes the board's stream to the session files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -28,8 +30,10 @@ import numpy as np
 from rig.core.config import LeverBoardSim, LeverBoardSimavr, RigConfig
 from rig.core.devices import LeverBoard
 from rig.core.errors import RigError
+from rig.core.events import Event
 from rig.core.protocol import EventCode
 from rig.core.statemachine import TrailEvent
+from rig.core.store import SessionWriter
 from rig.core.transport import PtyTransport
 from tasks.sim_mouse import resume_learner
 
@@ -189,6 +193,56 @@ def _start_simavr(cfg: LeverBoardSimavr, mouse: Any, closers: list[Callable[[], 
     feeder = _SimavrLever(sim, mouse, cfg.calibration)
     closers.append(feeder.stop)
     return feeder
+
+
+class BoardRecorder:
+    """Writes a board's stream (raw bytes, events, lever batches; reader thread) to the session
+    writer. The board streams from the moment it connects, before the folder can be opened
+    (it needs the board's HELLO): what arrives before :meth:`attach` is kept and written first,
+    in arrival order, so the files start with the board."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._early: list[tuple[str, Any]] = []
+        self._writer: SessionWriter | None = None
+        self._name = "lever_board"
+
+    def attach(self, writer: SessionWriter, board_name: str) -> None:
+        """Write what was kept, then write everything straight through."""
+        with self._lock:
+            self._name = board_name
+            for kind, item in self._early:
+                self._write(writer, kind, item)
+            self._early.clear()
+            self._writer = writer
+
+    def raw(self, t_ns: int, data: bytes) -> None:
+        self._record("raw", (t_ns, data))
+
+    def event(self, ev: Event) -> None:
+        self._record("event", ev)
+
+    def lever(self, t_us: np.ndarray, counts: np.ndarray) -> None:
+        self._record("lever", (t_us, counts))
+
+    def _record(self, kind: str, item: Any) -> None:
+        with self._lock:
+            writer = self._writer
+            if writer is None:
+                self._early.append((kind, item))
+                return
+        if not writer.failed:
+            self._write(writer, kind, item)
+
+    def _write(self, writer: SessionWriter, kind: str, item: Any) -> None:
+        # a failed writer reports itself (``writer.failed``); the reader thread goes on
+        with contextlib.suppress(RigError):
+            if kind == "raw":
+                writer.write_raw(self._name, item[1], item[0])
+            elif kind == "event":
+                writer.write_event(item)
+            else:
+                writer.write_lever(*item)
 
 
 def connect_lever_board(
