@@ -430,7 +430,26 @@ def main(
         session_extra=session_extra,
     )
     window.show()
+    _close_on_signals(window)
     return int(app.exec())
+
+
+def _close_on_signals(window: MainWindow) -> None:
+    """Ctrl+C or SIGTERM (``make demo`` in a terminal, a service stop) end the session cleanly
+    through the window, as closing it would, without asking."""
+    import signal
+
+    def handle(_signum: int, _frame: Any) -> None:
+        window.confirm_close = lambda: True  # type: ignore[method-assign]
+        QTimer.singleShot(0, window.close)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handle)
+    # Python runs signal handlers only between bytecodes: wake the interpreter regularly while
+    # Qt's event loop (C++) has the thread.
+    wake = QTimer(window)
+    wake.timeout.connect(lambda: None)
+    wake.start(200)
 
 
 def display_available() -> bool:

@@ -142,3 +142,47 @@ def test_session_that_ends_itself_returns_the_panel_to_idle(qtbot, window):
     reader = SessionReader(runner.session_dir)
     assert reader.status == "complete"
     assert sum(r["outcome"] == "reward" for r in reader.trials()) == 2
+
+
+def test_sigterm_to_the_app_process_ends_the_session_cleanly(qtbot, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.gui_helpers import REPO
+
+    cfg = yaml.safe_load((REPO / "hardware_configs" / "sim.yaml").read_text())
+    cfg["data_dir"] = str(tmp_path / "data")
+    cfg.pop("imaging", None)
+    cfg["lever_board"]["mouse"]["skill"] = 0.9
+    config = tmp_path / "rig.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    cmd = [sys.executable, "-m", "gui.app", str(config), "--task", "self_initiated"]
+    proc = subprocess.Popen(
+        [*cmd, "--subject", "sig_mouse", "--autostart", "--speed", "5"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        subject_dir = tmp_path / "data" / "sig_mouse"
+
+        def trials_written() -> bool:
+            return any(p.stat().st_size > 200 for p in subject_dir.glob("*/trials.tsv"))
+
+        qtbot.waitUntil(trials_written, timeout=60_000)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out.decode(errors="replace")
+    (folder,) = [p for p in subject_dir.iterdir() if p.is_dir()]
+    reader = SessionReader(folder)
+    assert reader.status == "complete"
+    assert reader.meta.stop_reason == "window closed mid-session"
