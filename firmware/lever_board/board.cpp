@@ -1,11 +1,14 @@
 // The lever board's main code (the sketch's .ino only calls board_setup/board_loop, so the
 // Arduino IDE compiles this file as plain C++ without generating prototypes).
+// -O2 for the engine and its interrupts: input -> output latency is the budget here, not flash.
+#pragma GCC optimize("O2")
 #include <Arduino.h>
 #include <avr/eeprom.h>
 #include <avr/sleep.h>
 
 #include "link.h"
 #include "machine.h"
+#include "machine_engine.h"
 #include "protocol.h"
 #include "timebase.h"
 
@@ -69,17 +72,45 @@ void out_tone(uint16_t freq_hz) {
 
 ISR(TIMER2_COMPA_vect) { *fp_tone.reg ^= fp_tone.mask; }
 void out_ttl(uint8_t value) {
-  for (uint8_t i = 0; i < 4; i++) fp_write(fp_ttl[i], value & (1 << i));
+  // one critical section for the four pins (the tone interrupt writes PORTB too)
+  uint8_t s = SREG;
+  cli();
+  uint8_t bit = 1;
+  for (uint8_t i = 0; i < 4; i++, bit <<= 1) {
+    if (value & bit)
+      *fp_ttl[i].reg |= fp_ttl[i].mask;
+    else
+      *fp_ttl[i].reg &= ~fp_ttl[i].mask;
+  }
+  SREG = s;
 }
 void out_trial_code(bool level) { fp_write(fp_code, level); }
 
-// ---------------------------------------------------------------- tick
-static volatile bool tick_busy;
-static volatile uint32_t tick_k;  // sample index of the tick in progress / last done
+// ---------------------------------------------------------------- engine context
+// Ticks and lick edges run through the engine one at a time, in board-time order
+// (docs/state_machine.md section 4a): an edge stamped before tick k's time goes first, one
+// stamped at or after it goes after tick k. Whichever interrupt finds the engine idle runs it
+// with interrupts enabled (the UART and the frame clock are never blocked) until nothing is
+// due; an interrupt that finds it busy only queues its work.
 static volatile uint16_t tick_overruns;
 static volatile uint16_t stream_dropped;
+static volatile uint8_t ticks_fired;  // compare-A matches, mod 256
+static uint8_t ticks_run;             // ticks run, mod 256 (may lead ticks_fired by one)
+static uint32_t next_k;               // the next tick to run
+static uint32_t next_t = SAMPLE_PERIOD_US;  // its time (µs, mod 2^32)
+static bool engine_busy;
+// The running step is a tick that has made all its changes: a lick edge that comes now will be
+// the next step (if nothing is queued before it), so its pins can be driven at once.
+static volatile bool tick_settled;
+// The last tick run (0 before the first); read with interrupts off.
+static inline uint32_t last_tick() { return next_k ? next_k - 1 : 0; }
 
-// lever stream ring: the ISR owns lv_head, the main loop owns lv_tail/lv_tail_k
+#define ED_RING 4  // power of two; edges closer than an engine step are rare
+static uint32_t edge_t[ED_RING];  // stamps (µs, low 32 bits)
+static uint8_t edge_level[ED_RING];  // the level after each edge
+static uint8_t ed_head, ed_tail;
+
+// lever stream ring: the engine owns lv_head, the main loop owns lv_tail/lv_tail_k
 #define LV_RING 64
 static int16_t lv_ring[LV_RING];
 static volatile uint8_t lv_head;
@@ -87,33 +118,31 @@ static uint8_t lv_tail;
 static uint32_t lv_tail_k;
 static volatile bool lv_overrun;
 static volatile uint8_t decimation = 1;
+static uint8_t lv_skip;  // ticks to skip before the next streamed one (k % decimation == 0)
 static uint8_t batch_n = 10;
 
 // last 16 samples, for ZERO_LEVER
 static int16_t zero_buf[16];
 static uint8_t zero_idx, zero_n;
 
-void on_sample_tick(uint32_t k) {
-  if (tick_busy) {
-    // the previous tick is still running: skip this sample rather than nest ticks
-    if (tick_overruns != 0xFFFF) tick_overruns++;
-    return;
+static void run_tick(uint32_t k, uint32_t t_us_lo) {
+  // started ADC_LEAD_US before the tick: normally long done
+  while (ADCSRA & _BV(ADSC)) {
   }
-  tick_busy = true;
-  tick_k = k;
-  ADCSRA |= _BV(ADSC);
-}
-
-ISR(ADC_vect, ISR_NOBLOCK) {
   int16_t x = ADC;
-  uint32_t k = tick_k;
-  uint8_t lick = (*fp_lick.reg & fp_lick.mask) ? 1 : 0;
-  engine_tick(k, x, lick);
+  engine_tick(k, x, t_us_lo);
   zero_buf[zero_idx] = x;
   zero_idx = (zero_idx + 1) & 15;
   if (zero_n < 16) zero_n++;
+  // a countdown, not k % d: a 32-bit division costs ~40 µs, and a lick edge may wait for us
   uint8_t d = decimation;
-  if (d && k % d == 0 && !lv_overrun) {
+  if (!d) return;
+  if (lv_skip) {
+    lv_skip--;
+    return;
+  }
+  lv_skip = d - 1;
+  if (!lv_overrun) {
     uint8_t next = (lv_head + 1) & (LV_RING - 1);
     if (next == lv_tail) {
       lv_overrun = true;
@@ -122,7 +151,99 @@ ISR(ADC_vect, ISR_NOBLOCK) {
       lv_head = next;
     }
   }
-  tick_busy = false;
+}
+
+// Called with interrupts off, from an ISR; returns with interrupts off.
+static void engine_run() {
+  if (engine_busy) return;
+  engine_busy = true;
+  for (;;) {
+    uint8_t tail = ed_tail;
+    // an edge stamped before the next tick's time goes first; one stamped at or after it means
+    // that time has come, even if the compare interrupt (lower priority) has not run yet
+    if (tail != ed_head && (int32_t)(edge_t[tail] - next_t) < 0) {
+      uint32_t t = edge_t[tail];
+      uint8_t level = edge_level[tail];
+      ed_tail = (tail + 1) & (ED_RING - 1);
+      tick_settled = false;
+      engine_edge_pins(level);
+      sei();
+      engine_edge(level, t, zero_buf[(zero_idx - 1) & 15]);
+      cli();
+      continue;
+    }
+    int8_t due = (int8_t)(ticks_fired - ticks_run);
+    if (tail == ed_head && due <= 0) break;
+    if (due > 1) {
+      // ticks that came due while the engine was busy for longer than a period: skip them
+      uint8_t skip = due - 1;
+      tick_overruns = tick_overruns <= 0xFFFF - skip ? tick_overruns + skip : 0xFFFF;
+      ticks_run += skip;
+      next_k += skip;
+      next_t += (uint32_t)skip * SAMPLE_PERIOD_US;
+    }
+    uint32_t k = next_k++;
+    uint32_t t = next_t;
+    next_t += SAMPLE_PERIOD_US;
+    ticks_run++;
+    tick_settled = false;
+    sei();
+    run_tick(k, t);
+    cli();
+  }
+  tick_settled = false;
+  engine_busy = false;
+}
+
+static void engine_tick_settled() {
+  cli();
+  tick_settled = true;
+  uint8_t tail = ed_tail;
+  // an edge that came during the tick and goes before the next one: its pins now
+  if (tail != ed_head && (int32_t)(edge_t[tail] - next_t) < 0) engine_edge_pins(edge_level[tail]);
+  sei();
+}
+
+void on_sample_start() { ADCSRA |= _BV(ADSC); }
+
+ISR(TIMER1_COMPA_vect) {
+  timebase_schedule_next_tick();
+  ticks_fired++;
+  engine_run();
+}
+
+static void push_lick_edge() {
+  uint32_t t = timebase_now_us_lo();
+  uint8_t level = (*fp_lick.reg & fp_lick.mask) ? 1 : 0;
+  // The engine idle (or in a tick that has made all its changes), nothing queued and no tick
+  // due before this edge: the edge is its very next step, so its output pins can be driven
+  // now, before the engine even gets to it.
+  if ((!engine_busy || tick_settled) && ed_tail == ed_head && ticks_fired == ticks_run &&
+      (int32_t)(t - next_t) < 0)
+    engine_edge_pins(level);
+  uint8_t next = (ed_head + 1) & (ED_RING - 1);
+  if (next == ed_tail) {
+    if (stream_dropped != 0xFFFF) stream_dropped++;
+    return;
+  }
+  edge_t[ed_head] = t;
+  edge_level[ed_head] = level;
+  ed_head = next;
+}
+
+// Our own external-interrupt vectors rather than attachInterrupt(): its shared handler saves
+// every register before it even calls us, and the lick stamp is the first thing we do.
+#if defined(__AVR_ATmega2560__)
+#define FRAME_VECT INT4_vect  // pin 2
+#define LICK_VECT INT5_vect   // pin 3
+#else
+#define FRAME_VECT INT0_vect  // pin 2
+#define LICK_VECT INT1_vect   // pin 3
+#endif
+
+ISR(LICK_VECT) {
+  push_lick_edge();
+  engine_run();
 }
 
 // ---------------------------------------------------------------- frame clock
@@ -139,7 +260,7 @@ static Frame frames[FR_RING];
 static volatile uint8_t fr_head, fr_tail;
 static volatile uint32_t frame_count;
 
-static void on_frame_edge() {
+ISR(FRAME_VECT) {
   uint64_t t = timebase_now_us();
   frame_count++;
   uint8_t next = (fr_head + 1) & (FR_RING - 1);
@@ -151,8 +272,6 @@ static void on_frame_edge() {
   frames[fr_head].t_us_lo = (uint32_t)t;
   fr_head = next;
 }
-
-static void lick_isr_unused() {}
 
 // ---------------------------------------------------------------- replies
 static void send_ack(uint8_t seq, uint8_t type) {
@@ -243,7 +362,8 @@ static void handle_packet(uint8_t type, uint8_t seq, const uint8_t* b, uint8_t n
       batch_n = b[1];
       lv_tail = lv_head = 0;
       lv_overrun = false;
-      lv_tail_k = b[0] ? (tick_k / b[0] + 1) * b[0] : 0;
+      lv_tail_k = b[0] ? (last_tick() / b[0] + 1) * b[0] : 0;
+      lv_skip = b[0] ? lv_tail_k - last_tick() - 1 : 0;
       sei();
       break;
     case CMD_RESET_SAFE:
@@ -345,11 +465,9 @@ static bool pump_output() {
   uint8_t room = link_tx_room();
   Event e;
   if (room >= link_wire_size(14) && engine_pop_event(&e)) {
-    cli();
-    uint32_t k_now = tick_k;
-    sei();
+    uint64_t now = timebase_now_us();
     uint8_t b[14];
-    put_u64(b, sample_time_us(k_now - (uint16_t)((uint16_t)k_now - e.k16)));
+    put_u64(b, now - (uint32_t)((uint32_t)now - e.t_us_lo));
     b[8] = e.code;
     b[9] = e.arg;
     put_u32(b + 10, (uint32_t)e.value);
@@ -368,7 +486,8 @@ static bool pump_output() {
   if (lv_overrun) {
     cli();
     lv_tail = lv_head = 0;
-    lv_tail_k = decimation ? (tick_k / decimation + 1) * decimation : 0;
+    lv_tail_k = decimation ? (last_tick() / decimation + 1) * decimation : 0;
+    lv_skip = decimation ? lv_tail_k - last_tick() - 1 : 0;
     lv_overrun = false;
     if (stream_dropped != 0xFFFF) stream_dropped++;
     sei();
@@ -387,30 +506,46 @@ void board_setup() {
   for (uint8_t i = 0; i < 4; i++) fp_ttl[i] = out_pin(PIN_TTL[i]);
   fp_tone = out_pin(PIN_TONE);
   pinMode(PIN_LICK, INPUT);
-  // The lick pin is read at each tick, not by interrupt; but its external-interrupt sense
-  // defaults to "low level", which makes simavr poll the pin every cycle while it is low.
-  // Leave it set to "rising edge" with the interrupt masked (no effect on hardware).
-  if (digitalPinToInterrupt(PIN_LICK) != NOT_AN_INTERRUPT) {
-    attachInterrupt(digitalPinToInterrupt(PIN_LICK), lick_isr_unused, RISING);
-    detachInterrupt(digitalPinToInterrupt(PIN_LICK));
-  }
   fp_lick = FastPin{portInputRegister(digitalPinToPort(PIN_LICK)), digitalPinToBitMask(PIN_LICK)};
   pinMode(PIN_FRAME, INPUT);
   engine_begin();
   link_begin(BAUD);
 
-  // ADC: AVcc reference, channel A0, interrupt on completion, clock F_CPU/64 (250 kHz, 52 µs per
-  // conversion) so that the tick's output follows its sample by well under 100 µs.
+  // ADC: AVcc reference, channel A0, clock F_CPU/64 (250 kHz, 52 µs per conversion), started by
+  // the timebase ADC_LEAD_US before each tick and read by the tick (no interrupt).
   ADMUX = _BV(REFS0) | (PIN_LEVER_ADC_CH & 7);
 #if defined(ADCSRB) && defined(MUX5)
   ADCSRB &= ~_BV(MUX5);
 #endif
-  ADCSRA = _BV(ADEN) | _BV(ADIE) | _BV(ADPS2) | _BV(ADPS1);
+  ADCSRA = _BV(ADEN) | _BV(ADPS2) | _BV(ADPS1);
 
-  attachInterrupt(digitalPinToInterrupt(PIN_FRAME), on_frame_edge, RISING);
+  // frame clock: rising edge
+#if defined(__AVR_ATmega2560__)
+  EICRB = (EICRB & ~(_BV(ISC41) | _BV(ISC40))) | _BV(ISC41) | _BV(ISC40);
+  EIFR = _BV(INTF4);
+  EIMSK |= _BV(INT4);
+#else
+  EICRA = (EICRA & ~(_BV(ISC01) | _BV(ISC00))) | _BV(ISC01) | _BV(ISC00);
+  EIFR = _BV(INTF0);
+  EIMSK |= _BV(INT0);
+#endif
   set_sleep_mode(SLEEP_MODE_IDLE);
   send_hello();
   timebase_begin();
+  // Lick edges from the pin's external interrupt, both directions, stamped in the ISR. A level
+  // already high at boot counts as an edge now (the engine starts from "low").
+#if defined(__AVR_ATmega2560__)
+  EICRB = (EICRB & ~(_BV(ISC51) | _BV(ISC50))) | _BV(ISC50);
+  EIFR = _BV(INTF5);
+  EIMSK |= _BV(INT5);
+#else
+  EICRA = (EICRA & ~(_BV(ISC11) | _BV(ISC10))) | _BV(ISC10);
+  EIFR = _BV(INTF1);
+  EIMSK |= _BV(INT1);
+#endif
+  cli();
+  push_lick_edge();
+  sei();
 }
 
 void board_loop() {
@@ -418,7 +553,7 @@ void board_loop() {
   bool sent = false;
   while (pump_output()) sent = true;
   cli();
-  uint32_t k_now = tick_k;  // 32-bit: read with interrupts off
+  uint32_t k_now = last_tick();  // 32-bit: read with interrupts off
   sei();
   if ((int32_t)(k_now - next_heartbeat_k) >= 0 && link_tx_room() >= link_wire_size(28)) {
     next_heartbeat_k += 100;

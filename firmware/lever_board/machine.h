@@ -1,6 +1,7 @@
 // Per-trial state machine (docs/state_machine.md): board limits, blob layout, validation, and the
-// 1 kHz tick engine. The engine runs inside the tick interrupt; the main loop talks to it only
-// through the functions below, which are safe to call with interrupts enabled.
+// engine: 1 kHz ticks and digital input edges. The engine runs in interrupt context (one step at
+// a time, in time order: board.cpp); the main loop talks to it only through the functions below,
+// which are safe to call with interrupts enabled.
 #pragma once
 #include <stdint.h>
 
@@ -44,7 +45,7 @@ enum : uint8_t {
 };
 
 struct Event {
-  uint16_t k16;  // low 16 bits of the tick index (an event is sent long before 65 s pass)
+  uint32_t t_us_lo;  // low 32 bits of the board time (an event is sent long before 71 min pass)
   uint8_t code, arg;
   int32_t value;
 };
@@ -72,9 +73,16 @@ uint8_t engine_state();
 // Validation (also used by tests through LOAD_COMMIT): 0 or NAK code with *detail.
 uint8_t machine_validate(const uint8_t* b, uint16_t len, uint16_t max_valve_ms, uint16_t* detail);
 
-// ---- called from the tick interrupt
-// One tick: x = lever sample (raw counts), lick = lick level.
-void engine_tick(uint32_t k, int16_t x, uint8_t lick);
+// ---- called from the engine context (interrupts enabled, never nested), in time order
+// One tick: x = lever sample (raw counts), t_us_lo = the tick's time (µs, low 32 bits).
+void engine_tick(uint32_t k, int16_t x, uint32_t t_us_lo);
+// The lick input is at `level` since board time t_us_lo (docs/state_machine.md section 4a);
+// x_last = the last tick's lever sample (a trial that starts at the edge sets its detectors).
+void engine_edge(uint8_t level, uint32_t t_us_lo, int16_t x_last);
+// Drive the output pins that engine_edge(level, ...) will set, ahead of it: only with
+// interrupts off, when that edge is the engine's very next step (nothing else can change the
+// state before it). Latency only: engine_edge() writes the same levels again.
+void engine_edge_pins(uint8_t level);
 
 // ---- provided by the sketch (output pins)
 void out_valve(bool on);

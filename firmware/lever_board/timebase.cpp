@@ -1,12 +1,13 @@
+// -O2 for the engine and its interrupts: input -> output latency is the budget here, not flash.
+#pragma GCC optimize("O2")
 #include "timebase.h"
 
 #include <Arduino.h>
 #include <avr/interrupt.h>
 #include <avr/io.h>
 
-static volatile uint32_t overflows;
-static uint16_t next_compare;
-static uint32_t sample_index;
+volatile uint32_t timebase_overflows;
+
 
 void timebase_begin() {
   uint8_t s = SREG;
@@ -14,12 +15,11 @@ void timebase_begin() {
   TCCR1A = 0;
   TCCR1B = _BV(CS11);  // normal mode, prescaler 8
   TCNT1 = 0;
-  overflows = 0;
-  sample_index = 0;
-  next_compare = SAMPLE_PERIOD_US * TIMER_TICKS_PER_US;
-  OCR1A = next_compare;
+  timebase_overflows = 0;
+  OCR1A = SAMPLE_PERIOD_US * TIMER_TICKS_PER_US;
+  OCR1B = (SAMPLE_PERIOD_US - ADC_LEAD_US) * TIMER_TICKS_PER_US;
   TIFR1 = _BV(TOV1) | _BV(OCF1A) | _BV(OCF1B);
-  TIMSK1 = _BV(TOIE1) | _BV(OCIE1A);
+  TIMSK1 = _BV(TOIE1) | _BV(OCIE1A) | _BV(OCIE1B);
   SREG = s;
 }
 
@@ -27,7 +27,7 @@ uint64_t timebase_now_us() {
   uint8_t s = SREG;
   cli();
   uint16_t lo = TCNT1;
-  uint32_t hi = overflows;
+  uint32_t hi = timebase_overflows;
   // An overflow after cli() is pending in TOV1 and not counted yet; a small `lo` means the read
   // came after that wrap.
   if ((TIFR1 & _BV(TOV1)) && lo < 0x8000) hi++;
@@ -38,12 +38,12 @@ uint64_t timebase_now_us() {
   return us + ((uint32_t)(hi & 1) << 15) + (lo >> 1);
 }
 
-ISR(TIMER1_OVF_vect) { overflows++; }
+ISR(TIMER1_OVF_vect) { timebase_overflows++; }
 
-ISR(TIMER1_COMPA_vect) {
+ISR(TIMER1_COMPB_vect) {
   // The 16-bit compare value wraps together with the counter, so adding the period modulo 2^16
   // keeps the schedule exact whatever the interrupt latency.
-  next_compare += SAMPLE_PERIOD_US * TIMER_TICKS_PER_US;
-  OCR1A = next_compare;
-  on_sample_tick(sample_index++);
+  OCR1B += SAMPLE_PERIOD_US * TIMER_TICKS_PER_US;
+  on_sample_start();
 }
+

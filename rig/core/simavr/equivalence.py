@@ -3,6 +3,10 @@ simavr harness) and through the Python reference interpreter, and compare the ev
 
 A *case* is a random task-like machine plus a random lever/lick trace at 1 kHz (rest, pulls
 held long or released early, overshoots, no pull until timeout, fast repeated pulls, licks).
+Lick changes land at a random phase inside their sample period (never within ``EDGE_GUARD_US``
+of a tick, where the few µs of interrupt latency could put the board's stamp on the other side
+of the tick): the board stamps them in its pin interrupt and acts at once, and the Python engine
+gets the same edges at the same board times (docs/state_machine.md 4a).
 Each case runs as back-to-back trials of its machine: the host uploads the next machine and
 queues its START as soon as a trial starts (the machines begin with an ITI of >= 50 ms, more
 than an upload takes), so every swap happens in the tick the previous trial ends. At the end
@@ -20,7 +24,6 @@ from rig.core.protocol import (
     AbortTrial,
     Ack,
     EventMsg,
-    Heartbeat,
     Packet,
     SetConfig,
     SetStream,
@@ -35,16 +38,23 @@ E = EventCode
 REST_COUNTS = 512
 SAMPLE_PERIOD_US = 1000
 MAX_VALVE_MS = 500
+EDGE_GUARD_US = 25
+# the board stamps an edge in its interrupt: entry latency varies by a few µs with the other
+# interrupts (UART, frame clock) the edge may have to wait for
+EDGE_TOL_US = 10
 
 
 @dataclass(frozen=True)
 class Case:
-    """One equivalence case: ``lever`` int16 (n,) counts and ``lick`` int8 (n,) per 1 kHz tick."""
+    """One equivalence case: ``lever`` int16 (n,) counts and ``lick`` int8 (n,) per 1 kHz tick;
+    a lick change at sample ``j`` happens ``lick_phase_us[j]`` µs (float64) after the tick
+    before sample ``j``'s tick."""
 
     machine: StateMachine
     lever: np.ndarray
     lick: np.ndarray
     kinds: tuple[str, ...]
+    lick_phase_us: np.ndarray
 
 
 def random_machine(rng: np.random.Generator) -> StateMachine:
@@ -146,7 +156,9 @@ def random_trace(
 
 def random_case(rng: np.random.Generator, duration_ms: int = 2000) -> Case:
     lever, lick, kinds = random_trace(rng, duration_ms)
-    return Case(random_machine(rng), lever, lick, kinds)
+    machine = random_machine(rng)
+    phase = rng.uniform(EDGE_GUARD_US, SAMPLE_PERIOD_US - EDGE_GUARD_US, duration_ms)
+    return Case(machine, lever, lick, kinds, phase)
 
 
 def trail_window(trail: list[TrailEvent]) -> list[TrailEvent]:
@@ -161,7 +173,9 @@ def trail_window(trail: list[TrailEvent]) -> list[TrailEvent]:
 @dataclass
 class FirmwareRun:
     """What the firmware did for one case: its trail, the tick the first trial started, the
-    ticks at which the host's queued STARTs were accepted, and the abort tick."""
+    ticks at which the host's queued STARTs were accepted, the abort tick, and the lick edges
+    it was given as ``(t_us, level)`` in board time (µs, the board's stamp for an edge at that
+    instant; the first one is the level before the case)."""
 
     trail: list[TrailEvent]
     first_trial: int
@@ -169,6 +183,7 @@ class FirmwareRun:
     input_start_tick: int
     queued_trials: list[int]
     abort_tick: int | None
+    lick_edges: list[tuple[int, int]]
 
 
 class FirmwareRunner:
@@ -189,14 +204,31 @@ class FirmwareRunner:
         self._offset_us = self._clock_offset()
 
     def _clock_offset(self) -> float:
-        """Simulated µs minus device µs: a heartbeat's stamp against its first byte's time."""
+        """Simulated µs minus device µs, from the board's stamp of a lick edge: it includes the
+        pin interrupt's entry latency (~2 µs), so that edge times map to the stamps the board
+        gives. (A heartbeat's stamp against its bytes on the wire is off by their queueing.)"""
+        since = len(self.b.packets)
+        t_sim = self.b.now_us + 1234.5
+        self.b.sim.pin(self.lick_pin, 1, t_sim)
         p = self.b.wait_for(
-            lambda p: isinstance(p.item, Packet) and isinstance(p.item.msg, Heartbeat),
-            what="heartbeat",
+            lambda p: (
+                isinstance(p.item, Packet)
+                and isinstance(p.item.msg, EventMsg)
+                and p.item.msg.code == E.LICK_ON
+            ),
+            what="LICK_ON",
+            since=since,
         )
-        assert isinstance(p.item, Packet) and isinstance(p.item.msg, Heartbeat)
-        # the heartbeat is stamped just before its first byte goes out (a few µs)
-        return p.t_first_us - p.item.msg.t_us
+        assert isinstance(p.item, Packet) and isinstance(p.item.msg, EventMsg)
+        self.b.sim.pin(self.lick_pin, 0, self.b.now_us + 500)
+        self.b.advance(2000)
+        return t_sim - p.item.msg.t_us
+
+    @property
+    def offset_us(self) -> float:
+        """Simulated µs minus device µs (after ``setup``)."""
+        assert self._offset_us is not None
+        return self._offset_us
 
     def tick_sim_us(self, k: int) -> float:
         """Simulated time of device tick ``k``."""
@@ -215,6 +247,7 @@ class FirmwareRunner:
         self._events_seen = len(b.packets)
         b.sim.adc_counts(LEVER_ADC_CHANNEL, int(case.lever[0]))
         b.sim.pin(self.lick_pin, int(case.lick[0]))
+        edges = [(round(b.now_us - self.offset_us), int(case.lick[0]))]
         b.advance(2000)
         reply = b.upload(blob)
         if not isinstance(reply, Ack):
@@ -242,7 +275,9 @@ class FirmwareRunner:
             if case.lever[j] != case.lever[j - 1]:
                 b.sim.adc_counts(LEVER_ADC_CHANNEL, int(case.lever[j]), at)
             if case.lick[j] != case.lick[j - 1]:
-                b.sim.pin(self.lick_pin, int(case.lick[j]), at)
+                t_edge = at - SAMPLE_PERIOD_US / 2 + float(case.lick_phase_us[j])
+                b.sim.pin(self.lick_pin, int(case.lick[j]), t_edge)
+                edges.append((round(t_edge - self.offset_us), int(case.lick[j])))
         queued: list[int] = []
         t_end = self.tick_sim_us(k_in + n - 2)
         seen_starts = 0
@@ -269,7 +304,7 @@ class FirmwareRunner:
         # settle: timed outputs of the last trial finish before the next case
         b.advance(150_000)
         self._new_events()
-        return FirmwareRun(trail, first_trial, int(k0), k_in, queued, abort_tick)
+        return FirmwareRun(trail, first_trial, int(k0), k_in, queued, abort_tick, edges)
 
 
 def run_python(case: Case, fw: FirmwareRun) -> list[TrailEvent]:
@@ -279,29 +314,48 @@ def run_python(case: Case, fw: FirmwareRun) -> list[TrailEvent]:
     n = len(case.lever)
     k0, k_in = fw.first_start_tick, fw.input_start_tick
     end = fw.abort_tick if fw.abort_tick is not None else k_in + n + 600
-    eng.commit(m)
-    eng.start(fw.first_trial)
     queued = list(fw.queued_trials)
     trail: list[TrailEvent] = []
-    for k in range(k0, end + 1):
-        j = max(0, min(n - 1, k - k_in + 1))
-        if k == fw.abort_tick:
-            eng.abort()
-        evs = eng.tick(k, (k + 1) * SAMPLE_PERIOD_US, int(case.lever[j]), int(case.lick[j]))
-        trail += evs
+
+    def step(evs: list[TrailEvent]) -> None:
+        trail.extend(evs)
         if any(e.code == E.TRIAL_START for e in evs) and queued:
             eng.commit(m)
             eng.start(queued.pop(0))
+
+    # the level before the case (its edge, if any, came before the first trial's tick)
+    eng.edge(fw.lick_edges[0][1], (k0 + 1) * SAMPLE_PERIOD_US - 1)
+    edges = fw.lick_edges[1:]
+    eng.commit(m)
+    eng.start(fw.first_trial)
+    ie = 0
+    for k in range(k0, end + 1):
+        t_k = (k + 1) * SAMPLE_PERIOD_US
+        while ie < len(edges) and edges[ie][0] < t_k:
+            step(eng.edge(edges[ie][1], edges[ie][0]))
+            ie += 1
+        j = max(0, min(n - 1, k - k_in + 1))
+        if k == fw.abort_tick:
+            eng.abort()
+        step(eng.tick(k, t_k, int(case.lever[j])))
     return trail
 
 
 def compare_trails(
-    fw: list[TrailEvent], py: list[TrailEvent], tol_us: int = SAMPLE_PERIOD_US
+    fw: list[TrailEvent],
+    py: list[TrailEvent],
+    tol_us: int = SAMPLE_PERIOD_US,
+    edge_tol_us: int = EDGE_TOL_US,
 ) -> str | None:
-    """None when equal (times within ``tol_us``), else a description of the first difference."""
+    """None when equal, else a description of the first difference.
+
+    Times must agree within ``edge_tol_us`` for events of an input edge (Python time not on a
+    tick) and within ``tol_us`` for the others.
+    """
     a, b = trail_window(fw), trail_window(py)
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if (x.code, x.arg, x.value) != (y.code, y.arg, y.value) or abs(x.t_us - y.t_us) > tol_us:
+        tol = tol_us if y.t_us % SAMPLE_PERIOD_US == 0 else edge_tol_us
+        if (x.code, x.arg, x.value) != (y.code, y.arg, y.value) or abs(x.t_us - y.t_us) > tol:
             ctx_a = [(e.t_us, E(e.code).name, e.arg, e.value) for e in a[max(0, i - 3) : i + 3]]
             ctx_b = [(e.t_us, E(e.code).name, e.arg, e.value) for e in b[max(0, i - 3) : i + 3]]
             return f"event {i} differs:\n firmware {ctx_a}\n python   {ctx_b}"

@@ -1,8 +1,10 @@
-"""Python reference interpreter of docs/state_machine.md: the board's engine, tick by tick.
+"""Python reference interpreter of docs/state_machine.md: the board's engine, step by step.
 
 ``Engine`` holds everything the firmware holds (pending/active machine, detectors, timers,
-outputs) and ``Engine.tick`` runs one 1 kHz tick, returning the EVENT packets the firmware
-would send for it, in the same order. The simulated board (``rig.core.sim``) wraps it with the
+outputs). ``Engine.tick`` runs one 1 kHz tick and ``Engine.edge`` one lick-input edge at its own
+µs time (section 4a); each returns the EVENT packets the firmware would send for it, in the same
+order. Call them in board-time order: an edge at ``t_us`` goes before tick ``k`` when
+``t_us < t_k`` and after it otherwise. The simulated board (``rig.core.sim``) wraps it with the
 byte protocol; ``run_machine`` drives it from arrays for tests and the equivalence check::
 
     trail = run_machine(machine, lever_counts)          # lever_counts: int16 (n,) at 1 kHz
@@ -69,7 +71,9 @@ class Engine:
         self.valve_on = False
         self.tone_on = False
         self.ttl = 0
-        self._k_entry = -2
+        self._levels_next = False  # the next tick takes lever/lick candidates from levels
+        self._k_last = -1  # last tick run
+        self._x_last = 0  # its lever sample
         self._tup_at: int | None = None
         self._gt_at: list[int | None] = [None] * 4
         self._up = self._rest = self._over = False
@@ -127,14 +131,17 @@ class Engine:
     def set_ttl(self, mask: int, value: int) -> None:
         self._cmds.append(("ttl", mask & 0xFF, value & 0xFF))
 
-    # ------------------------------------------------------------------ the tick
-    def tick(self, k: int, t_us: int, x: int, lick: int = 0) -> list[TrailEvent]:
-        """Run tick ``k`` (board time ``t_us``) with lever sample ``x`` (counts) and lick level.
+    # ------------------------------------------------------------------ the steps
+    def tick(self, k: int, t_us: int, x: int, lick: int | None = None) -> list[TrailEvent]:
+        """Run tick ``k`` (board time ``t_us``) with lever sample ``x`` (counts).
 
-        Returns the EVENT packets of this tick in emission order.
+        ``lick``, if given, is the lick level sampled at this tick (boards simulated per tick):
+        a change is taken as an edge at ``t_us``, which the ordering rule puts after the tick.
+        Returns the EVENT packets of this tick (then of that edge) in emission order.
         """
         out: list[TrailEvent] = []
         self._out, self._t_us = out, t_us
+        self._k_last, self._x_last = k, x
         emit = self._emit
         # 1. timed outputs expire
         if self.valve_on and self._valve_end == k:
@@ -143,14 +150,7 @@ class Engine:
         if self.tone_on and self._tone_end == k:
             self.tone_on, self._tone_end = False, None
             emit(E.TONE_OFF, SOURCE_MACHINE)
-        # 2. lick edge
-        lick = 1 if lick else 0
-        lick_edge: int | None = None
-        if lick != self._lick_prev:
-            lick_edge = E.LICK_ON if lick else E.LICK_OFF
-            emit(lick_edge)
-        self._lick_prev = lick
-        # host commands received since the last tick, in arrival order
+        # 2. host commands received since the last tick, in arrival order
         soft: list[int] = []
         for kind, a, b in self._cmds:
             if kind == "soft":
@@ -160,15 +160,42 @@ class Engine:
         self._cmds.clear()
         # 3. the running trial
         if self.running:
-            self._trial_tick(k, x, lick, lick_edge, soft, emit)
+            self._trial_tick(k, x, soft, emit)
         # 4. start
+        self._start_step(k, x, emit)
+        if lick is not None:
+            out += self.edge(lick, t_us)
+        return out
+
+    def edge(self, level: int, t_us: int) -> list[TrailEvent]:
+        """The lick input is at ``level`` (0/1) from board time ``t_us`` on (section 4a).
+
+        Durations started here count from the next tick (``k_last + 1``). Returns its EVENT
+        packets (none when the level did not change).
+        """
+        out: list[TrailEvent] = []
+        level = 1 if level else 0
+        if level == self._lick_prev:
+            return out
+        self._lick_prev = level
+        self._out, self._t_us = out, t_us
+        emit = self._emit
+        code = E.LICK_ON if level else E.LICK_OFF
+        emit(code)
+        if self.running and code in self._trans:
+            k = self._k_last + 1
+            self._enter(k, self._trans[code], code, emit)
+            # a trial that ended at this edge is followed at once by a queued one
+            self._start_step(k, self._x_last, emit)
+        return out
+
+    def _start_step(self, k: int, x: int, emit: _Emit) -> None:
         if not self.running and self.queued_start is not None:
             if self.host_timed_out:
                 emit(E.START_DROPPED, 0, self.queued_start)
                 self.queued_start = None
             else:
                 self._start(k, x, emit)
-        return out
 
     def _emit(self, code: int, arg: int = 0, value: int = 0) -> None:
         self._out.append(TrailEvent(self._t_us, int(code), arg, value))
@@ -190,9 +217,7 @@ class Engine:
         elif kind == "ttl":
             self._ttl(a, b, emit)
 
-    def _trial_tick(
-        self, k: int, x: int, lick: int, lick_edge: int | None, soft: list[int], emit: _Emit
-    ) -> None:
+    def _trial_tick(self, k: int, x: int, soft: list[int], emit: _Emit) -> None:
         m = self.active
         assert m is not None
         xi = -x if m.flags & B.INVERT else x
@@ -231,18 +256,17 @@ class Engine:
         for n in soft:
             emit(E.SOFT_0 + n)
             fired.append(E.SOFT_0 + n)
-        if k == self._k_entry + 1:
+        if self._levels_next:
+            self._levels_next = False
             cands: set[int] = {
                 E.LEVER_UP if self._up else E.LEVER_DOWN,
                 E.LEVER_REST if self._rest else E.LEVER_UNREST,
-                E.LICK_ON if lick else E.LICK_OFF,
+                E.LICK_ON if self._lick_prev else E.LICK_OFF,
             }
             if self._over:
                 cands.add(E.LEVER_OVER)
         else:
             cands = set(edges)
-            if lick_edge is not None:
-                cands.add(lick_edge)
         cands.update(fired)
         for code in INPUT_PRIORITY:
             if code in cands and code in self._trans:
@@ -268,7 +292,7 @@ class Engine:
         assert m is not None
         st = m.states[s]
         emit(E.STATE_ENTER, s, int(cause))
-        self.state, self._k_entry = s, k
+        self.state, self._levels_next = s, True
         self._trans = m.transitions_of(s)
         self._tup_at = k + max(st.tup_ms, 1) if st.has_tup else None
         if st.valve_mode != B.UNCHANGED:
@@ -355,6 +379,7 @@ def run_machine(
     lever_counts: np.ndarray,
     *,
     lick: np.ndarray | None = None,
+    lick_edges: Iterable[tuple[int, int]] = (),
     start_tick: int = 0,
     soft_events: Iterable[tuple[int, int]] = (),
     t0_us: int = 0,
@@ -372,7 +397,11 @@ def run_machine(
     lever_counts : np.ndarray
         int (n,) raw counts, one per 1 kHz tick; tick ``k`` has time ``t0_us + k * period``.
     lick : np.ndarray, optional
-        (n,) lick input level per tick (0/1); default all 0.
+        (n,) lick input level per tick (0/1), each change taken as an edge at its tick's time;
+        default all 0.
+    lick_edges : iterable of (t_us, level)
+        Lick input edges at their own board times (µs), in time order; an edge at ``t_us``
+        runs before tick ``k`` when ``t_us`` is earlier than the tick's time, else after it.
     start_tick : int
         Tick at which the first START takes effect (the trial starts in that tick).
     soft_events : iterable of (tick, n)
@@ -400,7 +429,13 @@ def run_machine(
     nxt = 0
     xs = x.tolist()
     ls = lk.tolist()
+    edges = [(int(t), int(v)) for t, v in lick_edges]
+    ie = 0
     for k in range(n):
+        t_k = t0_us + k * sample_period_us
+        while ie < len(edges) and edges[ie][0] < t_k:
+            trail += eng.edge(edges[ie][1], edges[ie][0])
+            ie += 1
         for sn in soft.get(k, ()):
             eng.soft_event(sn)
         if (
@@ -412,7 +447,7 @@ def run_machine(
             eng.commit(compiled[nxt])
             eng.start(first_trial_num + nxt)
             nxt += 1
-        trail += eng.tick(k, t0_us + k * sample_period_us, int(xs[k]), int(ls[k]))
+        trail += eng.tick(k, t_k, int(xs[k]), int(ls[k]) if lick is not None else None)
     return trail
 
 

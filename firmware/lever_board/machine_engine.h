@@ -1,11 +1,16 @@
-// The tick engine (docs/state_machine.md sections 1-6). engine_tick() runs in the tick interrupt;
-// the main loop's entry points below touch shared state only with interrupts off.
+// The engine (docs/state_machine.md sections 1-6): engine_tick() and engine_edge() run in the
+// engine context (board.cpp), one at a time; the main loop's entry points below touch shared
+// state only with interrupts off. Included by board.cpp only (one translation unit, so that the
+// compiler inlines the tick and the edge step into the interrupts that run them: a lick edge
+// that arrives during a tick waits for all of it).
+#pragma once
 #include "machine.h"
 
 #include <avr/interrupt.h>
 #include <avr/pgmspace.h>
 
 #include "protocol.h"
+#include "timebase.h"
 
 // ---------------------------------------------------------------- machine buffers (double)
 static uint8_t machines[2][MAX_MACHINE_BYTES];
@@ -18,7 +23,9 @@ static bool loading;
 static bool running, start_queued;
 static uint32_t trial_num, queued_trial_num;
 static uint8_t state;
-static uint32_t k_entry;
+static bool levels_next;  // the next tick takes lever/lick candidates from levels (4.4)
+static const uint8_t* cur_tr;  // the current state's transitions (event, target) ...
+static uint8_t cur_nt;         // ... and their number
 static bool tup_on;
 static uint32_t tup_at;
 static uint8_t gtimer_on;  // bit i: global timer i runs
@@ -36,7 +43,7 @@ static bool tone_on, tone_timed;
 static uint32_t tone_end;
 static uint8_t ttl;
 static bool code_active;
-static uint32_t code_start;
+static uint8_t code_p;  // pattern ms at the next tick (0..124)
 static uint16_t code_value;
 
 // ---------------------------------------------------------------- host link state
@@ -45,11 +52,12 @@ static uint16_t host_timeout_ms = 2000;
 static volatile uint32_t last_host_k;
 static volatile bool host_seen_flag;
 static bool host_timed_out;
-static uint32_t now_k;  // last tick index, for host-silence bookkeeping
+// last tick run (-1 before the first): host-silence bookkeeping, and an edge's time base
+static uint32_t now_k = 0xFFFFFFFFUL;
 
 // ---------------------------------------------------------------- rings
 #if BOARD_KIND == 1
-#define EVENT_RING 16  // power of two; an Uno has 2 KB of RAM
+#define EVENT_RING 12  // an Uno has 2 KB of RAM
 #else
 #define EVENT_RING 64
 #endif
@@ -65,16 +73,19 @@ struct HostReq {
 static HostReq hreqs[HREQ_RING];
 static volatile uint8_t hq_head, hq_tail;
 
+// Time base of what the current step does: durations count from tick cur_k (a tick: its own
+// index; an edge: the next tick), events are stamped cur_t (µs, low 32 bits).
 static uint32_t cur_k;
+static uint32_t cur_t;
 
 static void emit(uint8_t code, uint8_t arg, int32_t value) {
-  uint8_t next = (ev_head + 1) & (EVENT_RING - 1);
+  uint8_t next = ev_head + 1 == EVENT_RING ? 0 : ev_head + 1;
   if (next == ev_tail) {
     if (engine_events_dropped != 0xFFFF) engine_events_dropped++;
     return;
   }
   Event& e = events[ev_head];
-  e.k16 = (uint16_t)cur_k;
+  e.t_us_lo = cur_t;
   e.code = code;
   e.arg = arg;
   e.value = value;
@@ -84,7 +95,7 @@ static void emit(uint8_t code, uint8_t arg, int32_t value) {
 bool engine_pop_event(Event* e) {
   if (ev_tail == ev_head) return false;
   *e = events[ev_tail];
-  ev_tail = (ev_tail + 1) & (EVENT_RING - 1);
+  ev_tail = ev_tail + 1 == EVENT_RING ? 0 : ev_tail + 1;
   return true;
 }
 
@@ -131,11 +142,39 @@ static void end_trial(uint8_t terminal) {
   emit(EV_TRIAL_END, terminal, (int32_t)trial_num);
 }
 
-static void enter(uint8_t s, uint8_t cause) {
+// The target of `ev` from the current state, 0xFF if none.
+static uint8_t target_of(uint8_t ev) {
+  const uint8_t* tr = cur_tr;
+  for (uint8_t j = cur_nt; j; j--, tr += 2)
+    if (tr[0] == ev) return tr[1];
+  return 0xFF;
+}
+
+// Drive the valve and TTL pins that entering state record r sets, ahead of its events (which
+// follow in the specified order and write the same levels again): the input -> output latency
+// is measured at these pins.
+static inline void entry_pins(const uint8_t* r) {
+  if (r[1]) out_valve(r[1] != 2);
+  if (r[5]) out_ttl((ttl & ~r[5]) | (r[10] & r[5]));
+}
+
+void engine_edge_pins(uint8_t level) {
+  if (!running || level == lick_prev) return;
+  uint8_t target = target_of(level ? EV_LICK_ON : EV_LICK_OFF);
+  if (target != 0xFF) entry_pins(S(target));
+}
+
+// Enter state s (section 6). `first`, if not 0, is an input event to emit before everything
+// else but after the pins are driven (engine_edge).
+static void enter(uint8_t s, uint8_t cause, uint8_t first = 0) {
   const uint8_t* r = S(s);
+  entry_pins(r);
+  if (first) emit(first, 0, 0);
   state = s;
+  cur_tr = M() + 32 + 18 * (uint16_t)M()[1] + 2 * (uint16_t)r[16];
+  cur_nt = r[17];
   emit(EV_STATE_ENTER, s, cause);
-  k_entry = cur_k;
+  levels_next = true;
   tup_on = r[0] & 2;
   if (tup_on) tup_at = fire_at(cur_k, get_u32(r + 12));
   switch (r[1]) {
@@ -156,7 +195,7 @@ static void enter(uint8_t s, uint8_t cause) {
   if (r[0] & 4) {
     code_value = trial_num & 0xFFF;
     code_active = true;
-    code_start = cur_k;
+    code_p = (uint8_t)(now_k + 1 - cur_k);  // 1 after a tick's entry, 0 after an edge's
     out_trial_code(true);
     emit(EV_TRIAL_CODE, 0, code_value);
   }
@@ -208,12 +247,13 @@ static void abort_trial() {
 // Trial-code pattern (TASKS.md): 5 ms sync, then 12 bits MSB first, 5 ms each, 5 ms gaps.
 static void trial_code_step() {
   if (!code_active) return;
-  uint32_t p = cur_k - code_start;
+  uint8_t p = code_p;
   if (p >= 125) {
     code_active = false;
     out_trial_code(false);
     return;
   }
+  code_p = p + 1;
   uint8_t slot = p / 5;
   bool level = slot == 0 ? true : (slot & 1) ? false : (code_value >> (12 - slot / 2)) & 1;
   out_trial_code(level);
@@ -254,26 +294,54 @@ static void apply_host_requests() {
 static const uint8_t priority[] PROGMEM = {EV_LEVER_OVER, EV_LEVER_DOWN, EV_LEVER_UP, EV_LEVER_UNREST,
                                    EV_LEVER_REST, EV_LICK_ON, EV_LICK_OFF, EV_TUP,
                                    EV_GTIMER0, EV_GTIMER0 + 1, EV_GTIMER0 + 2, EV_GTIMER0 + 3,
+                                   0, 0, 0, 0,
                                    EV_SOFT0, EV_SOFT0 + 1, EV_SOFT0 + 2, EV_SOFT0 + 3,
                                    EV_SOFT0 + 4, EV_SOFT0 + 5, EV_SOFT0 + 6, EV_SOFT0 + 7};
 #define C(i) ((uint32_t)1 << (i))
-enum { C_OVER, C_DOWN, C_UP, C_UNREST, C_REST, C_LICK_ON, C_LICK_OFF, C_TUP, C_GT0, C_SOFT0 = 12 };
+enum { C_OVER, C_DOWN, C_UP, C_UNREST, C_REST, C_LICK_ON, C_LICK_OFF, C_TUP, C_GT0, C_SOFT0 = 16 };
 
-void engine_tick(uint32_t k, int16_t x, uint8_t lick) {
+// Step 4 (and 4a.3): a queued start happens once no trial runs.
+static void start_step(int16_t x) {
+  if (running || !start_queued) return;
+  if (host_timed_out) {
+    start_queued = false;
+    emit(EV_START_DROPPED, 0, (int32_t)queued_trial_num);
+  } else {
+    start_trial(x);
+  }
+}
+
+void engine_edge(uint8_t level, uint32_t t_us_lo, int16_t x_last) {
+  if (level == lick_prev) return;  // a pulse shorter than the interrupt latency
+  lick_prev = level;
+  cur_k = now_k + 1;
+  cur_t = t_us_lo;
+  uint8_t ev = level ? EV_LICK_ON : EV_LICK_OFF;
+  uint8_t target = running ? target_of(ev) : 0xFF;
+  if (target == 0xFF) {
+    emit(ev, 0, 0);
+    return;
+  }
+  // enter() drives the target's valve/TTL pins before it emits anything; our event goes
+  // first in the trail, so emit it in between, after those pins
+  enter(target, ev, ev);
+  // a trial that ended at this edge is followed at once by a queued one
+  start_step(x_last);
+}
+
+// Called once the tick has made every change to the machine (board.cpp: drives the pins of an
+// edge that waits for this tick, without waiting for the rest of the tick's bookkeeping).
+static void engine_tick_settled();
+
+void engine_tick(uint32_t k, int16_t x, uint32_t t_us_lo) {
   cur_k = k;
   now_k = k;
+  cur_t = t_us_lo;
   // 1. timed outputs expire
-  if (valve_on && valve_timed && due(k, valve_end)) valve_set(false, 0, 0);
-  if (tone_on && tone_timed && due(k, tone_end)) tone_set(0, 0, 0);
-  trial_code_step();
-  // 2. lick
-  uint8_t lick_edge = 0;
-  if (lick != lick_prev) {
-    lick_edge = lick ? EV_LICK_ON : EV_LICK_OFF;
-    emit(lick_edge, 0, 0);
-    lick_prev = lick;
-  }
-  // host requests land after step 2; host silence is judged here too
+  if (valve_timed && valve_on && due(k, valve_end)) valve_set(false, 0, 0);
+  if (tone_timed && tone_on && due(k, tone_end)) tone_set(0, 0, 0);
+  if (code_active) trial_code_step();
+  // host requests land after step 1; host silence is judged here too
   soft_pending = 0;
   n_soft = 0;
   if (host_seen_flag) {
@@ -287,39 +355,48 @@ void engine_tick(uint32_t k, int16_t x, uint8_t lick) {
     host_timed_out = true;
     emit(EV_HOST_TIMEOUT, 0, (int32_t)(k - last_host_k));
   }
-  apply_host_requests();
+  if (hq_tail != hq_head) apply_host_requests();
   // 3. the machine
   if (running) {
     const uint8_t* m = M();
     uint32_t cand = 0;
-    int32_t v = (m[4] & 1) ? -(int32_t)x : x;
-    int32_t h = get_u16(m + 14);
-    if (m[4] & 2) {
-      int32_t over = (int16_t)get_u16(m + 8);
-      if (!det_over && v >= over) {
-        det_over = true;
-        emit(EV_LEVER_OVER, 0, x);
-        cand |= C(C_OVER);
-      } else if (det_over && v < over - h) {
+    // int16 comparisons (x is a 10-bit sample, so -x fits); int32 only where the hysteresis
+    // could take a threshold out of range: keeps the tick short for a lick edge waiting on it
+    uint8_t flags = m[4];
+    int16_t v = (flags & 1) ? -x : x;
+    uint16_t h = get_u16(m + 14);
+    if (flags & 2) {
+      int16_t over = (int16_t)get_u16(m + 8);
+      if (!det_over) {
+        if (v >= over) {
+          det_over = true;
+          emit(EV_LEVER_OVER, 0, x);
+          cand |= C(C_OVER);
+        }
+      } else if ((int32_t)v < (int32_t)over - h) {
         det_over = false;
       }
     }
-    int32_t up = (int16_t)get_u16(m + 6);
-    if (!det_up && v >= up) {
-      det_up = true;
-      emit(EV_LEVER_UP, 0, x);
-      cand |= C(C_UP);
-    } else if (det_up && v < up - h) {
+    int16_t up = (int16_t)get_u16(m + 6);
+    if (!det_up) {
+      if (v >= up) {
+        det_up = true;
+        emit(EV_LEVER_UP, 0, x);
+        cand |= C(C_UP);
+      }
+    } else if ((int32_t)v < (int32_t)up - h) {
       det_up = false;
       emit(EV_LEVER_DOWN, 0, x);
       cand |= C(C_DOWN);
     }
-    int32_t lo = (int16_t)get_u16(m + 10), hi = (int16_t)get_u16(m + 12);
-    if (!det_rest && v >= lo + h && v <= hi - h) {
-      det_rest = true;
-      emit(EV_LEVER_REST, 0, x);
-      cand |= C(C_REST);
-    } else if (det_rest && (v < lo || v > hi)) {
+    int16_t lo = (int16_t)get_u16(m + 10), hi = (int16_t)get_u16(m + 12);
+    if (!det_rest) {
+      if ((int32_t)v >= (int32_t)lo + h && (int32_t)v <= (int32_t)hi - h) {
+        det_rest = true;
+        emit(EV_LEVER_REST, 0, x);
+        cand |= C(C_REST);
+      }
+    } else if (v < lo || v > hi) {
       det_rest = false;
       emit(EV_LEVER_UNREST, 0, x);
       cand |= C(C_UNREST);
@@ -329,51 +406,46 @@ void engine_tick(uint32_t k, int16_t x, uint8_t lick) {
       emit(EV_TUP, state, 0);
       cand |= C(C_TUP);
     }
-    for (uint8_t i = 0; i < MAX_GTIMERS; i++) {
-      if ((gtimer_on & (1 << i)) && due(k, gtimer_at[i])) {
-        gtimer_on &= ~(1 << i);
-        emit(EV_GTIMER0 + i, 0, 0);
-        cand |= C(C_GT0 + i);
+    // (byte-aligned candidate fields and no variable shifts: the tick is short, so that a lick
+    // edge that comes during it waits little)
+    if (gtimer_on) {
+      uint8_t bit = 1;
+      for (uint8_t i = 0; i < MAX_GTIMERS; i++, bit <<= 1) {
+        if ((gtimer_on & bit) && due(k, gtimer_at[i])) {
+          gtimer_on &= ~bit;
+          emit(EV_GTIMER0 + i, 0, 0);
+          cand |= (uint32_t)bit << C_GT0;
+        }
       }
     }
-    for (uint8_t i = 0; i < n_soft; i++) emit(EV_SOFT0 + soft_order[i], 0, 0);
-    cand |= (uint32_t)soft_pending << C_SOFT0;
-    if (k == k_entry + 1) {
+    if (n_soft) {
+      for (uint8_t i = 0; i < n_soft; i++) emit(EV_SOFT0 + soft_order[i], 0, 0);
+      cand |= (uint32_t)soft_pending << C_SOFT0;
+    }
+    if (levels_next) {
+      levels_next = false;
       cand &= ~(C(C_OVER) | C(C_DOWN) | C(C_UP) | C(C_UNREST) | C(C_REST));
       cand |= det_up ? C(C_UP) : C(C_DOWN);
       cand |= det_rest ? C(C_REST) : C(C_UNREST);
       if (det_over && (m[4] & 2)) cand |= C(C_OVER);
-      cand |= lick ? C(C_LICK_ON) : C(C_LICK_OFF);
-    } else if (lick_edge) {
-      cand |= lick_edge == EV_LICK_ON ? C(C_LICK_ON) : C(C_LICK_OFF);
+      cand |= lick_prev ? C(C_LICK_ON) : C(C_LICK_OFF);
     }
-    if (cand) {
-      const uint8_t* r = S(state);
-      const uint8_t* tr = m + 32 + 18 * (uint16_t)m[1] + 2 * (uint16_t)r[16];
-      uint8_t nt = r[17];
-      for (uint8_t p = 0; p < sizeof priority; p++) {
-        if (!(cand & C(p))) continue;
-        uint8_t target = 0xFF;
-        uint8_t ev = pgm_read_byte(&priority[p]);
-        for (uint8_t j = 0; j < nt; j++)
-          if (tr[2 * j] == ev) target = tr[2 * j + 1];
-        if (target != 0xFF) {
-          enter(target, ev);
-          break;
-        }
+    // shift the candidates down rather than test C(p): a variable 32-bit shift is a loop
+    for (uint8_t p = 0; cand; p++, cand >>= 1) {
+      if (!(cand & 1)) continue;
+      uint8_t ev = pgm_read_byte(&priority[p]);
+      uint8_t target = target_of(ev);
+      if (target != 0xFF) {
+        enter(target, ev);
+        break;
       }
     }
   }
   // 4. start
-  if (!running && start_queued) {
-    if (host_timed_out) {
-      start_queued = false;
-      emit(EV_START_DROPPED, 0, (int32_t)queued_trial_num);
-    } else {
-      start_trial(x);
-    }
-  }
+  start_step(x);
+  engine_tick_settled();
 }
+
 
 // ---------------------------------------------------------------- main-loop entry points
 void engine_begin() {
