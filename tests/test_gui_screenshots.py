@@ -67,7 +67,7 @@ def test_screenshots_of_every_panel(qtbot, tmp_path, shots_dir):
     # --- a real lever session with live imaging on the simulated rig
     sp.start_button.click()
     assert win.runner is not None, win.log_panel.lines
-    qtbot.waitUntil(lambda: len(win.trial_panel.records) >= 8, timeout=90_000)
+    qtbot.waitUntil(lambda: len(win.trial_panel.records) >= 6, timeout=90_000)
     qtbot.waitUntil(lambda: win.dff_panel.aligned["reward"][1] >= 2, timeout=60_000)
     win.manual_panel.reward_button.click()
     qtbot.waitUntil(lambda: win.lever_panel.n_redraws > 20, timeout=10_000)
