@@ -323,6 +323,7 @@ class LeverRunner:
         board, book = self.conn.board, self.book
         try:
             self._upload(book.plan(0))
+            self._resume()  # a virtual-clock board starts frozen until trial 0 is queued
             while not self._stop_req.is_set():
                 try:
                     ev = self._q.get(timeout=0.05)

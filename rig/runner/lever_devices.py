@@ -50,8 +50,9 @@ class ConnectedBoard:
     driver: str
     mouse: Any = None
     closers: list[Callable[[], None]] = field(default_factory=list)
-    #: Virtual clock only: the gate freezes board time at each trial start, ``resume``
-    #: unfreezes it once the next trial is queued (the board answers commands while frozen).
+    #: Virtual clock only: the gate freezes board time at each trial start (and it starts
+    #: frozen), ``resume`` unfreezes it once the next trial is queued (the board answers
+    #: commands while frozen).
     gate: _TrialStartGate | None = None
     resume: Callable[[], None] | None = None
 
@@ -311,7 +312,9 @@ def connect_lever_board(
         if fast:
             cfg = cfg.model_copy(update={"heartbeat_timeout_ms": VIRTUAL_HOST_TIMEOUT_MS})
             kw.setdefault("host_heartbeat_s", 0.05)
-            kw.setdefault("command_timeout_s", 2.0)
+            # no real-time bound on a virtual clock; a host starved by imaging threads on a
+            # loaded machine must not time out on a reply
+            kw.setdefault("command_timeout_s", 10.0)
     elif isinstance(cfg, LeverBoardSimavr):
         if frame_clock_hz is not None:
             raise RigError("a simulated frame clock needs lever_board.driver 'sim'")
@@ -339,6 +342,11 @@ def connect_lever_board(
         conn.board.connect()
         if (isinstance(cfg, LeverBoardSim) and fast) or isinstance(cfg, LeverBoardSimavr):
             conn.board.set_stream(1, 50)  # fewer, fuller packets: less per-packet overhead
+        if conn.gate is not None:
+            # board time waits for the host until trial 0 is queued (the caller resumes): a
+            # virtual clock would otherwise race ahead while the session folder and imaging
+            # start, and the idle lead-in would differ from run to run
+            link.pause()
     except BaseException:
         conn.close()
         raise
