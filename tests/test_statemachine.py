@@ -357,3 +357,88 @@ def test_valid_random_blob_mutations(data: st.DataObject) -> None:
     except BlobError:
         return
     run_machine(decode_blob(bytes(blob)), trace(300, (50, 200, 560)))
+
+
+# ---------------------------------------------------------------- lick edges (section 4a)
+def us_trail(trail: list) -> list[tuple[int, str, int, int]]:
+    return [(e.t_us, e.name, e.arg, e.value) for e in trail]
+
+
+def test_a_lick_edge_acts_at_its_own_time_and_durations_count_from_the_next_tick() -> None:
+    m = StateMachine(
+        lever=LEVER,
+        states=[
+            State(name="wait", on={"lick_on": "go"}),
+            State(name="go", ttl_mask=1, ttl_value=1, valve="pulse", valve_ms=3, tup_ms=5,
+                  on={"tup": "done"}),
+            State(name="done", terminal=True),
+        ],
+    )  # fmt: skip
+    trail = us_trail(run_machine(m, trace(30), lick_edges=[(10_500, 1)], start_tick=2))
+    i = trail.index((10_500, "lick_on", 0, 0))
+    # the entry and its outputs at the edge's µs, before tick 11
+    assert trail[i + 1 : i + 4] == [
+        (10_500, "state_enter", 1, E.LICK_ON),
+        (10_500, "valve_on", 0, 3),
+        (10_500, "ttl", 1, 1),
+    ]
+    # k0 = 11: the pulse ends at tick 11 + 3, the state timer fires at tick 11 + 5
+    assert (14_000, "valve_off", 0, 0) in trail
+    assert (16_000, "tup", 1, 0) in trail
+    assert not [e for e in trail if e[0] > 10_500 and e[0] % 1000]
+
+
+def test_an_edge_in_the_same_us_as_a_tick_comes_after_it() -> None:
+    m = StateMachine(
+        lever=LEVER,
+        states=[
+            State(name="a", tup_ms=8, on={"tup": "b", "lick_on": "early"}),
+            State(name="b", on={"lick_on": "late"}),
+            State(name="early", terminal=True),
+            State(name="late", terminal=True),
+        ],
+    )
+    # trial starts at tick 2, so `a`'s timer fires at tick 10 (t = 10 000 µs)
+    assert outcome(m, trace(30), lick_edges=[(9_999, 1)], start_tick=2) == "early"
+    assert outcome(m, trace(30), lick_edges=[(10_000, 1)], start_tick=2) == "late"
+
+
+def test_level_rule_on_the_tick_after_an_edge_entry() -> None:
+    m = StateMachine(
+        lever=LEVER,
+        states=[
+            State(name="wait", on={"lick_on": "go"}),
+            State(name="go", on={"lick_on": "again"}),
+            State(name="again", terminal=True),
+        ],
+    )
+    trail = us_trail(run_machine(m, trace(30), lick_edges=[(10_500, 1)], start_tick=2))
+    # `go` was entered with the lick already high: the next tick takes lick_on from the level
+    assert (11_000, "state_enter", 2, E.LICK_ON) in trail
+    # a level that did not change is no edge
+    again = us_trail(run_machine(m, trace(30), lick_edges=[(10_500, 1), (10_700, 1)], start_tick=2))
+    assert again == trail
+
+
+def test_a_trial_ended_by_an_edge_is_followed_at_once_by_the_queued_one() -> None:
+    m = StateMachine(
+        lever=LEVER,
+        states=[State(name="wait", on={"lick_on": "licked"}), State(name="licked", terminal=True)],
+    )
+    trail = us_trail(run_machine([m, m], trace(30), lick_edges=[(10_500, 1)], start_tick=2))
+    i = trail.index((10_500, "trial_end", 1, 0))
+    assert trail[i + 1 : i + 3] == [(10_500, "trial_start", 0, 1), (10_500, "state_enter", 0, 0)]
+    # the new trial's first tick takes the (high) lick level: it ends at tick 11
+    assert (11_000, "trial_end", 1, 1) in trail
+
+
+def test_engine_edge_and_per_tick_levels_agree() -> None:
+    """The simulated board's per-tick lick level is an edge at that tick's time, after it."""
+    m = hold_task()
+    lick = np.zeros(40, np.int8)
+    lick[12:20] = 1
+    per_tick = run_machine(m, trace(40, (5, 30, 600)), lick=lick, start_tick=1)
+    edges = run_machine(
+        m, trace(40, (5, 30, 600)), lick_edges=[(12_000, 1), (20_000, 0)], start_tick=1
+    )
+    assert per_tick == edges
