@@ -15,7 +15,8 @@ rigid shifts up to ``max_shift_px``, ROIs = the true cell masks):
 - streaming latency: one frame at a time, host uint16 in to host ΔF/F out, p50/p99; on CuPy the
   default path (a CUDA graph per frame, :mod:`acquisition.graph`, when available; ``stream.path``
   says which ran) and the plain kernel-by-kernel path (``stream_plain``), and the largest
-  difference between their results (``stream.graph_vs_plain``);
+  difference between their results (``stream.graph_vs_plain``); ``stream.baseline_select`` says
+  whether baseline refreshes ran the selection kernel (:mod:`acquisition.traces.select`);
 - piecewise-rigid batch throughput;
 - references: scikit-image ``phase_cross_correlation`` (CPU, upsample 10) per frame, and on a GPU
   the host-to-device upload ceiling for the same frames (pinned, batched, nothing else).
@@ -32,7 +33,7 @@ import numpy as np
 
 from acquisition.registration import Registrar, RegistrationOptions, fused
 from acquisition.rois import RoiSet, build_weights, neuropil_pixels, weights_to_xp
-from acquisition.traces import FullPathProcessor, TraceExtractor, TraceOptions
+from acquisition.traces import FullPathProcessor, TraceExtractor, TraceOptions, select
 from acquisition.xp import (
     device_name,
     get_xp,
@@ -118,6 +119,9 @@ def _stream_latency(
         "thread_cpu_ms_p50": float(np.percentile(cpu * 1e3, 50)),
         # the baseline order statistic is recomputed once a second: those frames cost more
         "baseline_refresh_frames": int(refreshed.sum()),
+        # how refreshes computed the order statistic: "kernel" (acquisition.traces.select) or
+        # "partition" (numpy, fusing off, or the kernel failed its first-use check)
+        "baseline_select": select.status(proc.xp),
         "latency_ms_p99_without_refresh_frames": float(np.percentile(plain, 99)),
         "latency_ms_p50_refresh_frames": (
             float(np.percentile(lat_ms[refreshed], 50)) if refreshed.any() else None

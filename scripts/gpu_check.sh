@@ -102,6 +102,9 @@ for name, rc in (("cupy", rc_c), ("numpy", rc_n)):
     print(f"  streaming p99 without the {st.get('baseline_refresh_frames')} baseline-refresh "
           f"frames: {st.get('latency_ms_p99_without_refresh_frames', nan):.3f} ms; "
           f"thread CPU p50 {st.get('thread_cpu_ms_p50', nan):.3f} ms")
+    if st.get("latency_ms_p50_refresh_frames") is not None:
+        print(f"  refresh frames p50 {st['latency_ms_p50_refresh_frames']:.3f} ms; baseline "
+              f"order statistic by {st.get('baseline_select', '?')}")
     if "path" in st:
         why = f" (graph unavailable: {st['graph_unavailable']})" if st.get("graph_unavailable") else ""
         gi = st.get("graph") or {}

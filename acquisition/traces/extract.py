@@ -6,7 +6,8 @@
 - Baseline ``F0``: the ``baseline_percentile``-th percentile of Fc over the last
   ``baseline_window_s`` (causal: only past and present frames). Choice for streaming: a ring
   buffer of the window, and the order statistic recomputed every ``baseline_update_s`` (with
-  ``partition``, O(window) per ROI) rather than every frame; frames in between use the latest
+  ``partition`` on numpy, one radix-select kernel on CuPy (:mod:`acquisition.traces.select`;
+  the same value), O(window) per ROI) rather than every frame; frames in between use the latest
   value. A baseline that moves on a scale of tens of seconds loses nothing by being refreshed once
   a second, and the cost drops from O(window) to O(window / update) per frame. Until the window
   fills, the percentile is taken over the frames seen so far, refreshed every frame for the
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from acquisition.traces import fused
+from acquisition.traces import fused, select
 from acquisition.xp import is_cupy
 
 
@@ -80,12 +81,17 @@ class CausalBaseline:
         self.count = 0  # frames seen
         self.refreshes = 0  # order-statistic recomputations so far (for latency diagnostics)
         self.f0 = xp.zeros(n, xp.float32)
+        # compile and check the CuPy selection kernel now, not on the first (timed) refresh
+        select.prepare(xp)
 
     def _refresh(self) -> None:
         m = min(self.count, self.window)
         k = round(self.percentile / 100.0 * (m - 1))
-        data = self.ring[:, :m] if m < self.window else self.ring
-        self.f0 = self.xp.partition(data, k, axis=1)[:, k]
+        f0 = select.kth_smallest_rows(self.xp, self.ring, m, k)  # CuPy: one kernel, same value
+        if f0 is None:
+            data = self.ring[:, :m] if m < self.window else self.ring
+            f0 = self.xp.partition(data, k, axis=1)[:, k]
+        self.f0 = f0
         self.refreshes += 1
 
     def refresh_due(self, t: int) -> bool:

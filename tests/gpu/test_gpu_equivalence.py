@@ -223,6 +223,32 @@ def test_traces_and_baseline_equal(rng):
     np.testing.assert_array_equal(bb, ba)
 
 
+def test_baseline_select_kernel_equals_partition(rng):
+    """The radix-select kernel (acquisition.traces.select) passed its first-use check and gives
+    partition's value on a bench-sized ring, filling and full; the baseline equals numpy's with
+    the kernel and with partition (fusing off)."""
+    from acquisition.traces import select
+
+    assert select.prepare(cp), "the selection kernel failed its first-use check"
+    assert select.status(cp) == "kernel"
+    ring = cp.asarray((rng.standard_normal((500, 1800)) * 50 + 300).astype(np.float32))
+    ring[:, ::5] = cp.round(ring[:, ::5])  # ties
+    for m in (1, 2, 37, 1024, 1799, 1800):
+        for k in sorted({0, round(0.08 * (m - 1)), m - 1}):
+            got = select.kth_smallest_rows(cp, ring, m, k)
+            assert got is not None
+            want = cp.partition(ring[:, :m], k, axis=1)[:, k]
+            cp.testing.assert_array_equal(got, want, err_msg=f"m={m} k={k}")
+    x = (rng.standard_normal((200, 9)) * 20 + 100).astype(np.float32)
+    want_np = CausalBaseline(np, 9, 50, 8, 7).update(x)
+    on = CausalBaseline(cp, 9, 50, 8, 7).update(cp.asarray(x)).get()
+    fused.set_fused(False)
+    off = CausalBaseline(cp, 9, 50, 8, 7).update(cp.asarray(x)).get()
+    fused.set_fused(True)
+    np.testing.assert_array_equal(on, want_np)
+    np.testing.assert_array_equal(off, want_np)
+
+
 @pytest.mark.parametrize("use_fused", [True, False])
 def test_trace_products_fused_and_plain_equal_scipy(rng, use_fused):
     fused.set_fused(use_fused)
