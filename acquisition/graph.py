@@ -15,7 +15,11 @@ Per frame (:meth:`StreamingGraph.run`):
   the uploaded column; shifts, peak, F and Fneu packed into one row;
 - host, on baseline refresh frames only (every frame of the first interval, then once per
   ``baseline_update_s``): the plain path's order statistic over the ring, copied into the
-  graph's fixed F0 buffer;
+  graph's fixed F0 buffer. On CuPy that is one radix-select launch
+  (:mod:`acquisition.traces.select`), which took the refresh frames' extra cost from ~0.19 ms
+  (``cupy.partition``: a copy and a full sort) to one kernel launch and one copy. Kept outside
+  the graphs on purpose: the ring's filled length changes every refresh during the first window,
+  and a host-side launch costs no more than a third graph launch would;
 - graph B: ΔF/F against that F0 buffer into the packed row; download into a fixed pinned row.
 
 Splitting at the baseline keeps the plain path's semantics exactly: a refresh frame's own ΔF/F
