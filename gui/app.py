@@ -36,85 +36,19 @@ from gui.panels.rotarod import RotarodPanel
 from gui.panels.session import SessionPanel
 from gui.panels.trials import TrialPanel
 from gui.runner_api import RunnerFactory, SessionRequest, SessionRunner
+from gui.sessions import (
+    available_tasks,
+    default_runner_factory,
+    lever_thresholds,
+    runner_state,
+    subject_loader,
+)
 from gui.threadcheck import ThreadChecker
-from rig.core.config import RigConfig, SubjectState, load_model, load_rig_config
+from rig.core.config import RigConfig, load_rig_config
 from rig.core.errors import ConfigError
 from rig.core.events import Event
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "hardware_configs" / "sim.yaml"
-
-
-def available_tasks(rig: RigConfig) -> dict[str, type[BaseModel]]:
-    """Task name -> params model for the devices this rig has."""
-    tasks: dict[str, type[BaseModel]] = {}
-    if rig.lever_board is not None:
-        from tasks.params import PARAMS_BY_TASK
-
-        # Mixed first: it is the default protocol of the study (both contexts in one session).
-        for name in ("mixed", "self_initiated", "cue_triggered"):
-            tasks[name] = PARAMS_BY_TASK[name]
-    if rig.rotarod is not None:
-        from tasks.rotarod.params import RotarodParams
-
-        tasks["rotarod"] = RotarodParams
-    return tasks
-
-
-def subject_loader(rig: RigConfig) -> Any:
-    """``subject_id -> SubjectState | None``: the state the runner saved after the last session."""
-
-    def load(subject_id: str) -> SubjectState | None:
-        from tasks.shaping import subject_path
-
-        path = subject_path(rig.data_dir, subject_id)
-        return load_model(SubjectState, path) if path.is_file() else None
-
-    return load
-
-
-def default_runner_factory(request: SessionRequest) -> SessionRunner:
-    """The real runner for the request's task on the request's rig (boards in real time).
-
-    ``request.extra`` may carry ``speed`` (simulated boards: x real time) for tests and demos.
-    """
-    if request.task == "rotarod":
-        from gui.rotarod_session import RotarodSession
-
-        return RotarodSession(request)
-    from rig.runner.lever import LeverRunner
-
-    return LeverRunner(
-        request.rig,
-        request.subject_id,
-        request.task,
-        request.params,
-        speed=request.extra.get("speed", 1.0),
-    )
-
-
-def lever_thresholds(params: BaseModel) -> dict[str, Any] | None:
-    """Pull threshold, rest band and overshoot limit (mm) of a lever task's params, if any."""
-    ctx: Any = params
-    if not hasattr(ctx, "pull_threshold_mm"):
-        first = getattr(params, "first_block", None)
-        ctx = getattr(params, str(first), None) if first else None
-    if ctx is None or not hasattr(ctx, "pull_threshold_mm"):
-        return None
-    return {
-        "pull_threshold_mm": ctx.pull_threshold_mm,
-        "rest_band_mm": ctx.rest_band_mm,
-        "max_mm": ctx.max_mm,
-    }
-
-
-def _runner_state(runner: Any, name: str) -> Any:
-    """``runner.<name>`` or ``runner.imaging.<name>`` (attribute or method), else ``None``."""
-    for owner in (runner, getattr(runner, "imaging", None)):
-        value = getattr(owner, name, None) if owner is not None else None
-        value = value() if callable(value) else value
-        if value is not None:
-            return value
-    return None
 
 
 class MainWindow(QMainWindow):
@@ -265,11 +199,11 @@ class MainWindow(QMainWindow):
         """Show the session's ROIs and reference once the imaging pipeline has chosen them
         (after its warm-up frames, so this is retried on each imaging-stats update)."""
         if self.imaging_panel.labels is None:
-            labels = _runner_state(runner, "roi_labels")
+            labels = runner_state(runner, "roi_labels")
             if labels is not None:
                 self.imaging_panel.set_rois(np.asarray(labels))
         if self.imaging_panel.reference is None:
-            reference = _runner_state(runner, "reference_image")
+            reference = runner_state(runner, "reference_image")
             if reference is not None:
                 self.imaging_panel.set_reference(np.asarray(reference))
 
@@ -452,53 +386,7 @@ def _close_on_signals(window: MainWindow) -> None:
     wake.start(200)
 
 
-def display_available() -> bool:
-    """Whether a window can be shown: an X11/Wayland display, or Qt told to render offscreen."""
-    import os
+if __name__ == "__main__":  # python -m gui.app [CONFIG] [--task T] ... (see gui.cli)
+    from gui.cli import cli
 
-    if os.environ.get("QT_QPA_PLATFORM", "") in ("offscreen", "minimal", "vnc"):
-        return True
-    if sys.platform in ("win32", "darwin"):
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def cli(argv: list[str] | None = None) -> int:
-    """``python -m gui.app [CONFIG] [--task T] [--subject S] [--autostart] [--speed X]``.
-
-    Exit codes: the app's; 2 for a bad config or argument; 3 when there is no display.
-    """
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m gui.app", description="motor-rig app")
-    ap.add_argument("config", nargs="?", default=None, help="rig config (default: sim.yaml)")
-    ap.add_argument("--task", default=None, help="preselect a task (e.g. mixed)")
-    ap.add_argument("--subject", default=None, help="preselect a subject id")
-    ap.add_argument("--autostart", action="store_true", help="start the session at once")
-    ap.add_argument(
-        "--speed", type=float, default=None, help="simulated boards: x real time (default 1)"
-    )
-    args = ap.parse_args(argv)
-    if not display_available():
-        print(
-            "no display (DISPLAY/WAYLAND_DISPLAY unset): use 'rig demo --headless', or set "
-            "QT_QPA_PLATFORM=offscreen",
-            file=sys.stderr,
-        )
-        return 3
-    extra = {"speed": args.speed} if args.speed else None
-    try:
-        return main(
-            args.config,
-            task=args.task,
-            subject_id=args.subject,
-            autostart=args.autostart,
-            session_extra=extra,
-        )
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
     sys.exit(cli())

@@ -369,7 +369,7 @@ def test_lever_panel_replaces_live_guesses_with_the_record(qtbot):
 
 
 def test_app_cli_refuses_without_display_and_on_bad_config(monkeypatch, tmp_path, capsys):
-    from gui.app import cli
+    from gui.cli import cli
 
     for var in ("QT_QPA_PLATFORM", "DISPLAY", "WAYLAND_DISPLAY"):
         monkeypatch.delenv(var, raising=False)
