@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint typecheck layers pytest sysdeps firmware gpu-check gpu-wheels clean
+.PHONY: bench-gui demo test lint typecheck layers pytest sysdeps firmware gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "motor-rig needs Python >= 3.11; found " + sys.version.split()[0])'
@@ -21,8 +21,18 @@ firmware: sysdeps
 	@if command -v avr-gcc >/dev/null && [ -d /usr/share/arduino ] && [ -f firmware/Makefile ]; then \
 		$(MAKE) -C firmware; else echo "firmware: skipped (avr toolchain or firmware/Makefile missing)"; fi
 
+# With a display: the app on the simulated rig, a mixed-block lever session with synthetic imaging.
+# Without one (ssh, CI): the same session headless, ending with the metrics table.
 demo: $(STAMP) sysdeps
-	$(VENV)/bin/rig demo
+	@if [ -n "$$DISPLAY$$WAYLAND_DISPLAY" ]; then \
+		$(PY) -m gui.app hardware_configs/sim.yaml --task mixed --autostart; \
+	else \
+		echo "make demo: no display (DISPLAY/WAYLAND_DISPLAY unset): running 'rig demo --headless'"; \
+		$(VENV)/bin/rig demo --headless; \
+	fi
+
+bench-gui: $(STAMP)
+	mkdir -p bench_results && QT_QPA_PLATFORM=offscreen $(PY) -m gui.bench --duration-s 10 --json bench_results/gui.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
