@@ -69,6 +69,9 @@ extern "C" void run_rows(const float* ring, int window, int m, int k, int n, flo
 def emulated(tmp_path_factory: pytest.TempPathFactory):
     if shutil.which("g++") is None:
         pytest.skip("g++ is not installed")
+    version = subprocess.run(["g++", "-dumpversion"], capture_output=True, text=True).stdout
+    if int(version.split(".")[0] or 0) < 11:  # std::barrier (C++20) arrived in GCC 11
+        pytest.skip(f"g++ {version.strip()} has no C++20 <barrier>")
     d: Path = tmp_path_factory.mktemp("select")
     src = d / "select.cpp"
     src.write_text(_PRELUDE + sel.SELECT_SRC + _DRIVER)
