@@ -135,6 +135,9 @@ def test_live_imaging_session_exports_and_reprocesses(
         app, ["replay", str(folder), "--reprocess-imaging", "--out", str(tmp_path / "re")]
     )
     assert r.exit_code == 0, r.output
+    # re-processed frame by frame like the live session: the same ΔF/F to the bit
+    again = read_results(tmp_path / "re" / folder.name / "imaging")
+    np.testing.assert_array_equal(again["dff"], res["dff"])
 
 
 def test_subject_at_start_and_early_writes_are_recorded(tmp_path: Path) -> None:

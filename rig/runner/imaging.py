@@ -151,6 +151,10 @@ def build_pipeline(
         setup=setup,
         warmup_frames=warmup_frames,
         queue_frames=params["queue_frames"],
+        # One frame at a time: the traces' baseline refreshes fall at batch boundaries, so
+        # batches that depend on timing (a live stream, a re-run at full speed) would give
+        # slightly different ΔF/F; per frame, a re-run reproduces the recording exactly.
+        max_batch=1,
         writer=ResultsWriter(sink, prefix="imaging/"),
         header=head,
         frame_clock_us=frame_clock_us,
