@@ -189,3 +189,24 @@ def test_live_imaging_reports_missed_edges_and_edges_past_the_movie(tmp_path: Pa
     fig = imaging_figures(summary)
     assert fig == {**fig, "frames": 5, "frame_clock_edges": 7, "dropped": 2}
     assert summary["frame_clock_mismatch"] is not None
+
+
+def test_imaging_failure_is_recorded_and_the_session_still_closes(tmp_path: Path) -> None:
+    """A ROI file that does not fit the frames fails the pipeline at set-up: the behavior
+    session goes on, closes normally and records an ``imaging_error`` event."""
+    bad = tmp_path / "labels.npy"
+    np.save(bad, np.ones((10, 10), np.int32))
+    movie = {**SMALL_MOVIE, "rois": {"kind": "labels", "path": str(bad)}}
+    rig = _rig(tmp_path, imaging=movie)
+    signals = RigSignals()
+    logged: list[str] = []
+    signals.log.connect(lambda level, msg: logged.append(msg))
+    runner = LeverRunner(
+        rig, "m4", "mixed", make_params("mixed", FAST_MIXED), speed=None, signals=signals
+    )
+    summary = runner.run()
+    assert summary["status"] == "complete" and summary["trials"] >= 4
+    assert runner.session_dir is not None
+    errors = [e for e in SessionReader(runner.session_dir).events() if e.name == "imaging_error"]
+    assert len(errors) == 1 and str(bad) in errors[0].data["error"]
+    assert any("imaging pipeline failed" in m for m in logged)
