@@ -55,7 +55,7 @@ def _print(res: dict[str, Any]) -> None:
         t.add_column(col)
     for key, label in (
         ("lever_to_output", "lever crossing -> output pin"),
-        ("input_to_output", "digital input (lick) -> output pin"),
+        ("input_to_output", "digital input (lick edge) -> output pin"),
         ("frame_edge_to_packet", "frame-clock edge -> FRAME on the wire"),
     ):
         r = res[key]
@@ -104,7 +104,8 @@ def _print(res: dict[str, Any]) -> None:
         eq = res["equivalence"]
         console.print(
             f"equivalence: {eq['traces']} traces, {eq['trials']} trials, {eq['events']} events, "
-            f"{eq['mismatches']} mismatches"
+            f"{eq['mismatches']} mismatches; {eq.get('lick_edges', 0)} lick edges at their own "
+            f"µs time, within {eq.get('lick_edge_time_error_us_max', 0)} µs of Python's"
         )
 
 

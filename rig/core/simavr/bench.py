@@ -6,7 +6,8 @@ output pin edges carry CPU cycle counts), so host load changes nothing:
 - lever crossing -> output pin: the ADC steps across the pull threshold at a random phase of
   the 1 kHz tick; the machine's ``lever_up`` transition raises TTL0.
 - digital input -> output pin: the lick input rises at a random phase; ``lick_on`` raises TTL0.
-  (The spec reads inputs once per tick, so this is bounded by the sample period.)
+  The board stamps the edge in the pin's interrupt and runs it through the machine at once
+  (docs/state_machine.md 4a); an edge that comes while a tick runs waits for that tick.
 - frame-clock edge -> FRAME packet: the interrupt path, first byte of the packet on the wire.
 - throughput: 1 kHz lever stream + 2 kHz events + 1 kHz frame clock at once, for ``load_s``
   simulated seconds; loss is counted from sequence/index continuity and the board's counters.
@@ -82,11 +83,15 @@ def _reaction_latency(b: SteppedBoard, rng: np.random.Generator, reps: int, via:
         b.command(StartTrial(i))
         b.advance(3000)  # the trial is running (ready) from the next tick on
         t_in = b.now_us + 1000 + rng.uniform(0, SAMPLE_PERIOD_US)
+        n_in = len(b.inputs)
         if via == "lever":
             b.sim.adc_counts(LEVER_ADC_CHANNEL, UP, t_in)
         else:
             b.sim.pin(lick, 1, t_in)
         b.advance(4000)
+        # from the cycle the harness applied the input at (it can land a little late while the
+        # board sleeps)
+        t_in = b.applied("adc " if via == "lever" else f"pin {lick} ", n_in)[0]
         t_out = _first_edge(b, ttl0, 1, t_in)
         if t_out is None:
             raise RuntimeError(f"{via} rep {i}: TTL0 never rose")
@@ -268,6 +273,7 @@ def run_equivalence(n_traces: int, seed: int = 2026, duration_ms: int = 2000) ->
     from rig.core.simavr.equivalence import (
         FirmwareRunner,
         compare_trails,
+        edge_time_error_us,
         random_case,
         run_python,
         trail_window,
@@ -276,7 +282,7 @@ def run_equivalence(n_traces: int, seed: int = 2026, duration_ms: int = 2000) ->
     elf, harness = ensure_built("lever_board", "uno")
     rng = np.random.default_rng(seed)
     mismatches: list[str] = []
-    n_events = n_trials = 0
+    n_events = n_trials = n_edges = edge_err_us = 0
     with (
         tempfile.TemporaryDirectory() as tmp,
         AvrSim(elf, Path(tmp) / "eq.log", stepped=True, pty=False, harness=harness) as sim,
@@ -286,16 +292,22 @@ def run_equivalence(n_traces: int, seed: int = 2026, duration_ms: int = 2000) ->
         for i in range(n_traces):
             case = random_case(rng, duration_ms)
             fw = runner.run(case)
-            diff = compare_trails(fw.trail, run_python(case, fw))
+            py = run_python(case, fw)
+            diff = compare_trails(fw.trail, py)
             if diff is not None:
                 mismatches.append(f"trace {i}: {diff}")
+            else:
+                edge_err_us = max(edge_err_us, edge_time_error_us(fw.trail, py))
             trail = trail_window(fw.trail)
+            n_edges += sum(1 for e in trail if e.code in (E.LICK_ON, E.LICK_OFF))
             n_events += len(trail)
             n_trials += sum(1 for e in trail if e.code == E.TRIAL_START)
     return {
         "traces": n_traces,
         "trials": n_trials,
         "events": n_events,
+        "lick_edges": n_edges,
+        "lick_edge_time_error_us_max": edge_err_us,
         "mismatches": len(mismatches),
         "first_mismatches": mismatches[:3],
     }

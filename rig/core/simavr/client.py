@@ -48,6 +48,9 @@ class SteppedBoard:
         self.packets: list[TimedPacket] = []
         self.pins: list[PinEdge] = []
         self.rx: list[tuple[float, int]] = []
+        # inputs as the harness applied them: (simulated µs, command text); an input can land
+        # later than asked while the board sleeps, so timings are taken from here
+        self.inputs: list[tuple[float, str]] = []
         self.end: dict[str, str] | None = None
 
     @property
@@ -75,9 +78,15 @@ class SteppedBoard:
         self.packets += new
         self.pins += chunk.pins
         self.rx += chunk.rx
+        self.inputs += chunk.inputs
         if chunk.end is not None:
             self.end = chunk.end
         return new
+
+    def applied(self, prefix: str, since: int = 0) -> list[float]:
+        """Simulated µs at which inputs whose command starts with ``prefix`` (``"pin D3 "``) were
+        applied, from ``inputs[since]`` on."""
+        return [t for t, text in self.inputs[since:] if text.startswith(prefix)]
 
     def wait_for(
         self,

@@ -16,6 +16,7 @@ same host commands before the same ticks; the trails (docs/state_machine.md 8) m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +33,7 @@ from rig.core.protocol import (
 from rig.core.protocol.codes import EventCode
 from rig.core.simavr.client import BoardError, SteppedBoard
 from rig.core.simavr.pins import LEVER_ADC_CHANNEL, lever_pin
+from rig.core.simavr.simlog import TimedPacket
 from rig.core.statemachine import Engine, LeverThresholds, State, StateMachine, TrailEvent
 
 E = EventCode
@@ -170,6 +172,17 @@ def trail_window(trail: list[TrailEvent]) -> list[TrailEvent]:
     return [e for e in trail[starts[0] : ends[-1] + 1] if 0x01 <= e.code <= 0x2D]
 
 
+def _is_event(code: int) -> Callable[[TimedPacket], bool]:
+    def pred(p: TimedPacket) -> bool:
+        return (
+            isinstance(p.item, Packet)
+            and isinstance(p.item.msg, EventMsg)
+            and p.item.msg.code == code
+        )
+
+    return pred
+
+
 @dataclass
 class FirmwareRun:
     """What the firmware did for one case: its trail, the tick the first trial started, the
@@ -203,26 +216,23 @@ class FirmwareRunner:
         self.b.command(SetStream(0, 1))
         self._offset_us = self._clock_offset()
 
-    def _clock_offset(self) -> float:
-        """Simulated µs minus device µs, from the board's stamp of a lick edge: it includes the
-        pin interrupt's entry latency (~2 µs), so that edge times map to the stamps the board
-        gives. (A heartbeat's stamp against its bytes on the wire is off by their queueing.)"""
-        since = len(self.b.packets)
-        t_sim = self.b.now_us + 1234.5
-        self.b.sim.pin(self.lick_pin, 1, t_sim)
-        p = self.b.wait_for(
-            lambda p: (
-                isinstance(p.item, Packet)
-                and isinstance(p.item.msg, EventMsg)
-                and p.item.msg.code == E.LICK_ON
-            ),
-            what="LICK_ON",
-            since=since,
-        )
-        assert isinstance(p.item, Packet) and isinstance(p.item.msg, EventMsg)
-        self.b.sim.pin(self.lick_pin, 0, self.b.now_us + 500)
-        self.b.advance(2000)
-        return t_sim - p.item.msg.t_us
+    def _clock_offset(self, n_edges: int = 5) -> float:
+        """Simulated µs minus device µs, from the board's stamps of lick edges: it includes the
+        pin interrupt's usual entry latency (~2 µs), so that edge times map to the stamps the
+        board gives. Edges at several phases of the tick, keeping the shortest latency (an edge
+        that meets a tick is stamped a few µs late). (A heartbeat's stamp against its bytes on the
+        wire would be off by their queueing.)"""
+        offsets = []
+        for i in range(n_edges):
+            for level in (1, 0):
+                since, n_in = len(self.b.packets), len(self.b.inputs)
+                self.b.sim.pin(self.lick_pin, level, self.b.now_us + 1234.5 + 173.0 * i)
+                code = E.LICK_ON if level else E.LICK_OFF
+                p = self.b.wait_for(_is_event(code), what="lick edge", since=since)
+                assert isinstance(p.item, Packet) and isinstance(p.item.msg, EventMsg)
+                t_sim = self.b.applied(f"pin {self.lick_pin} ", n_in)[0]
+                offsets.append(t_sim - p.item.msg.t_us)
+        return max(offsets)
 
     @property
     def offset_us(self) -> float:
@@ -245,9 +255,10 @@ class FirmwareRunner:
         n = len(case.lever)
         blob = case.machine.encode(16, 48, MAX_VALVE_MS)
         self._events_seen = len(b.packets)
+        n_in = len(b.inputs)
         b.sim.adc_counts(LEVER_ADC_CHANNEL, int(case.lever[0]))
         b.sim.pin(self.lick_pin, int(case.lick[0]))
-        edges = [(round(b.now_us - self.offset_us), int(case.lick[0]))]
+        levels = [int(case.lick[0])]
         b.advance(2000)
         reply = b.upload(blob)
         if not isinstance(reply, Ack):
@@ -277,7 +288,7 @@ class FirmwareRunner:
             if case.lick[j] != case.lick[j - 1]:
                 t_edge = at - SAMPLE_PERIOD_US / 2 + float(case.lick_phase_us[j])
                 b.sim.pin(self.lick_pin, int(case.lick[j]), t_edge)
-                edges.append((round(t_edge - self.offset_us), int(case.lick[j])))
+                levels.append(int(case.lick[j]))
         queued: list[int] = []
         t_end = self.tick_sim_us(k_in + n - 2)
         seen_starts = 0
@@ -299,6 +310,11 @@ class FirmwareRunner:
         b.advance(3000)
         for ev in self._new_events():
             trail.append(TrailEvent(ev.t_us, ev.code, ev.arg, ev.value))
+        # the edges at the times the harness applied them (board time)
+        t_applied = b.applied(f"pin {self.lick_pin} ", n_in)
+        if len(t_applied) != len(levels):
+            raise BoardError(f"{len(levels)} lick edges scheduled, {len(t_applied)} applied")
+        edges = [(round(t - self.offset_us), v) for t, v in zip(t_applied, levels, strict=True)]
         aborts = [e for e in trail if e.code == E.TRIAL_END and e.arg == 0xFF]
         abort_tick = aborts[-1].t_us // SAMPLE_PERIOD_US - 1 if aborts else None
         # settle: timed outputs of the last trial finish before the next case
@@ -364,3 +380,10 @@ def compare_trails(
     if not a:
         return "empty trail"
     return None
+
+
+def edge_time_error_us(fw: list[TrailEvent], py: list[TrailEvent]) -> int:
+    """Largest |firmware - Python| time (µs) of the events at input edges (Python time off the
+    tick grid), over equal trails; 0 when there are none."""
+    pairs = zip(trail_window(fw), trail_window(py), strict=False)
+    return max((abs(a.t_us - b.t_us) for a, b in pairs if b.t_us % SAMPLE_PERIOD_US), default=0)
