@@ -46,10 +46,9 @@ from rig.runner.lever_devices import (
     BoardRecorder,
     ConnectedBoard,
     connect_lever_board,
-    load_one_by_one,
 )
 from rig.runner.trials import TrialBook
-from tasks.lever_tasks import LeverTask, TrialPlan, make_task
+from tasks.lever_tasks import LeverTask, make_task
 from tasks.params import params_hash
 from tasks.shaping import load_subject, save_subject
 from tasks.sim_mouse import save_mouse_state
@@ -281,14 +280,6 @@ class LeverRunner:
 
     def _open_session(self) -> None:
         assert self.task is not None and self.conn is not None
-        h = self.conn.board.hello
-        firmware = {}
-        if h is not None:
-            firmware[self.conn.board.name] = {
-                **{k: getattr(h, k) for k in h.__dataclass_fields__},
-                "fw_version": h.fw_version,
-                "simulated": h.simulated,
-            }
         extra: dict[str, Any] = {
             "driver": self.conn.driver,
             "speed": self.speed,
@@ -306,7 +297,7 @@ class LeverRunner:
             task_params=self.params.model_dump(mode="json"),
             params_hash=params_hash(self.params),
             software=_versions(),
-            firmware=firmware,
+            firmware=self.conn.firmware_record(),
             started_at=datetime.now(UTC),
             extra=extra,
         )
@@ -322,8 +313,8 @@ class LeverRunner:
         assert self.book is not None and self.conn is not None
         board, book = self.conn.board, self.book
         try:
-            self._upload(book.plan(0))
-            self._resume()  # a virtual-clock board starts frozen until trial 0 is queued
+            self.conn.queue_trial(book.plan(0))
+            self.conn.resume_time()  # a virtual-clock board starts frozen until trial 0 is queued
             while not self._stop_req.is_set():
                 try:
                     ev = self._q.get(timeout=0.05)
@@ -332,9 +323,9 @@ class LeverRunner:
                     continue
                 step = book.advance(ev)
                 if step.planned is not None:  # the pending buffer is free again: upload ahead
-                    self._upload(step.planned)
+                    self.conn.queue_trial(step.planned)
                 if ev.name == "trial_start":
-                    self._resume(upto_trial=ev.value)
+                    self.conn.resume_time(upto_trial=ev.value)
                     continue
                 if step.finished is not None:
                     self.signals.trial.emit(step.finished)
@@ -359,14 +350,6 @@ class LeverRunner:
             self._stop_reason = reason
             self._stop_req.set()
 
-    def _upload(self, plan: TrialPlan) -> None:
-        assert self.conn is not None
-        if self.conn.driver == "sim":
-            self.conn.board.load_trial(plan.machine)
-        else:
-            load_one_by_one(self.conn.board, plan.machine)
-        self.conn.board.start_trial(plan.trial)
-
     def _write_trial(self, row: dict[str, Any]) -> None:
         assert self.writer is not None
         self.writer.write_trial(row)
@@ -374,7 +357,8 @@ class LeverRunner:
     def _abort_running(self, board: LeverBoard) -> None:
         """Cancel the queued start, abort the running trial and record it as ``aborted``."""
         assert self.book is not None
-        self._resume()  # the abort takes effect at the board's next tick
+        assert self.conn is not None
+        self.conn.resume_time()  # the abort takes effect at the board's next tick
         with contextlib.suppress(RigError):
             board.stop_trial()
         if self.book.trial is None:
@@ -397,7 +381,7 @@ class LeverRunner:
         state."""
         try:
             if self.conn is not None:
-                self._resume()  # RESET_SAFE acts at the board's next tick
+                self.conn.resume_time()  # RESET_SAFE acts at the board's next tick
                 if not self.conn.board.safe_state():
                     log.error("lever board did not confirm its safe state")
                 self.conn.close()
@@ -463,16 +447,6 @@ class LeverRunner:
 
     def _manual(self, name: str, data: dict[str, Any]) -> None:
         self._host_event(name, data, trial=self.book.trial if self.book else None, source="gui")
-
-    def _resume(self, upto_trial: int | None = None) -> None:
-        """Unfreeze board time, unless a later trial has started and froze it again (its
-        successor is not queued yet)."""
-        conn = self.conn
-        if conn is None or conn.resume is None or conn.gate is None:
-            return
-        paused_for = conn.gate.paused_for
-        if upto_trial is None or paused_for is None or paused_for <= upto_trial:
-            conn.resume()
 
     def _board(self) -> LeverBoard:
         if self.conn is None or not self.running:

@@ -56,6 +56,31 @@ class ConnectedBoard:
     gate: _TrialStartGate | None = None
     resume: Callable[[], None] | None = None
 
+    def queue_trial(self, plan: Any) -> None:
+        """Upload a ``TrialPlan``'s machine to the pending buffer and queue its start."""
+        if self.driver == "sim":
+            self.board.load_trial(plan.machine)
+        else:
+            load_one_by_one(self.board, plan.machine)
+        self.board.start_trial(plan.trial)
+
+    def resume_time(self, upto_trial: int | None = None) -> None:
+        """Unfreeze a virtual-clock board, unless a trial after ``upto_trial`` has started and
+        froze it again (its successor is not queued yet). No-op on other boards."""
+        if self.resume is None or self.gate is None:
+            return
+        paused_for = self.gate.paused_for
+        if upto_trial is None or paused_for is None or paused_for <= upto_trial:
+            self.resume()
+
+    def firmware_record(self) -> dict[str, Any]:
+        """``SessionMeta.firmware``: the board's HELLO by board name (empty before one)."""
+        h = self.board.hello
+        if h is None:
+            return {}
+        fields = {k: getattr(h, k) for k in h.__dataclass_fields__}
+        return {self.board.name: {**fields, "fw_version": h.fw_version, "simulated": h.simulated}}
+
     def close(self) -> None:
         try:
             self.board.close()  # puts the board in its safe state first
