@@ -210,3 +210,18 @@ def test_imaging_failure_is_recorded_and_the_session_still_closes(tmp_path: Path
     errors = [e for e in SessionReader(runner.session_dir).events() if e.name == "imaging_error"]
     assert len(errors) == 1 and str(bad) in errors[0].data["error"]
     assert any("imaging pipeline failed" in m for m in logged)
+
+
+def test_metrics_of_a_session_stopped_before_any_trial_finished(tmp_path: Path) -> None:
+    """``rig run --duration`` shorter than a trial: the metrics table still comes out."""
+    from tasks.metrics import metrics_rows, session_metrics
+
+    rig = _rig(tmp_path, imaging=None)
+    runner = LeverRunner(
+        rig, "m5", "cue_triggered", make_params("cue_triggered", {}), speed=None, duration_s=0.2
+    )
+    summary = runner.run()
+    assert summary["trials"] == 0 and runner.session_dir is not None
+    assert all(r["outcome"] == "aborted" for r in runner.records)
+    header, rows = metrics_rows(session_metrics(runner.session_dir))
+    assert header[0] == "metric" and rows

@@ -138,10 +138,11 @@ def context_metrics(
     ipi = np.diff(cross_s[order])
     later = order[1:]
     res["inter_pull_interval_s"] = _med(ipi[sel[later]]) if len(later) else float("nan")
-    prev_ok = np.concatenate([[False], np.array([o == "reward" for o in table["outcome"]])[:-1]])
-    prev_err = np.concatenate(
-        [[False], np.array([o in FAILURE_OUTCOMES for o in table["outcome"]])[:-1]]
-    )
+    # dtype=bool: a session without trials gives empty float arrays otherwise
+    ok = np.array([o == "reward" for o in table["outcome"]], dtype=bool)
+    err = np.array([o in FAILURE_OUTCOMES for o in table["outcome"]], dtype=bool)
+    prev_ok = np.concatenate([[False], ok[:-1]])
+    prev_err = np.concatenate([[False], err[:-1]])
     succ_all = np.array([o == "reward" for o in table["outcome"]], dtype=bool)
     for tag, mask in (("post_success", prev_ok & sel), ("post_error", prev_err & sel)):
         res[f"{tag}_trials"] = float(mask.sum())
