@@ -225,3 +225,28 @@ def test_metrics_of_a_session_stopped_before_any_trial_finished(tmp_path: Path) 
     assert all(r["outcome"] == "aborted" for r in runner.records)
     header, rows = metrics_rows(session_metrics(runner.session_dir))
     assert header[0] == "metric" and rows
+
+
+def test_unclocked_source_plays_at_its_own_rate_and_edges_map_board_time(tmp_path: Path) -> None:
+    """A board without a simulated frame clock (simavr, serial): the source delivers frames at
+    its own pace (30 Hz) and the edges that do arrive give them board times."""
+    import time
+
+    cfg = ImagingConfig.model_validate(SMALL_MOVIE)
+    im = LiveImaging(cfg, RigSignals(), max_session_s=1.0, clocked=False)
+    assert im.frame_clock_hz is None
+    seventy = threading.Event()
+    im.signals.traces.connect(lambda i, dff: seventy.set() if i >= 69 else None)
+    t0 = time.monotonic()
+    im.start(FolderSink(tmp_path))
+    for k in range(3):
+        im.on_frame_edge(k, 5_000 + 33_333 * k)
+    assert seventy.wait(30)
+    wall_s = time.monotonic() - t0
+    summary = im.stop()
+    res = read_results(tmp_path / "imaging")
+    n = len(res["frames"])
+    assert n >= 70 and summary["frames_processed"] == n
+    assert wall_s >= 69 / 30 * 0.9  # paced at the movie's rate, not as fast as possible
+    np.testing.assert_array_equal(res["frame_times_us"][:4], [5_000, 38_333, 71_666, -1])
+    assert summary["frame_clock_mismatch"] is not None  # 3 edges for n frames
