@@ -1,6 +1,6 @@
 // The lever board's main code (the sketch's .ino only calls board_setup/board_loop, so the
 // Arduino IDE compiles this file as plain C++ without generating prototypes).
-// -O2 for the engine and its interrupts: input -> output latency is the budget here, not flash.
+// -O2: the output functions run in the engine's interrupts (latency over flash).
 #pragma GCC optimize("O2")
 #include <Arduino.h>
 #include <avr/eeprom.h>
@@ -8,7 +8,7 @@
 
 #include "link.h"
 #include "machine.h"
-#include "machine_engine.h"
+#include "engine_context.h"
 #include "protocol.h"
 #include "timebase.h"
 
@@ -32,7 +32,7 @@ struct FastPin {
   volatile uint8_t* reg;
   uint8_t mask;
 };
-static FastPin fp_valve, fp_code, fp_ttl[4], fp_lick;
+static FastPin fp_valve, fp_code, fp_ttl[4];
 
 static FastPin out_pin(uint8_t pin) {
   pinMode(pin, OUTPUT);
@@ -86,31 +86,10 @@ void out_ttl(uint8_t value) {
 }
 void out_trial_code(bool level) { fp_write(fp_code, level); }
 
-// ---------------------------------------------------------------- engine context
-// Ticks and lick edges run through the engine one at a time, in board-time order
-// (docs/state_machine.md section 4a): an edge stamped before tick k's time goes first, one
-// stamped at or after it goes after tick k. Whichever interrupt finds the engine idle runs it
-// with interrupts enabled (the UART and the frame clock are never blocked) until nothing is
-// due; an interrupt that finds it busy only queues its work.
-static volatile uint16_t tick_overruns;
+// ---------------------------------------------------------------- tick samples
 static volatile uint16_t stream_dropped;
-static volatile uint8_t ticks_fired;  // compare-A matches, mod 256
-static uint8_t ticks_run;             // ticks run, mod 256 (may lead ticks_fired by one)
-static uint32_t next_k;               // the next tick to run
-static uint32_t next_t = SAMPLE_PERIOD_US;  // its time (µs, mod 2^32)
-static bool engine_busy;
-// The running step is a tick that has made all its changes: a lick edge that comes now will be
-// the next step (if nothing is queued before it), so its pins can be driven at once.
-static volatile bool tick_settled;
-// The last tick run (0 before the first); read with interrupts off.
-static inline uint32_t last_tick() { return next_k ? next_k - 1 : 0; }
 
-#define ED_RING 4  // power of two; edges closer than an engine step are rare
-static uint32_t edge_t[ED_RING];  // stamps (µs, low 32 bits)
-static uint8_t edge_level[ED_RING];  // the level after each edge
-static uint8_t ed_head, ed_tail;
-
-// lever stream ring: the engine owns lv_head, the main loop owns lv_tail/lv_tail_k
+// lever stream ring: the engine context owns lv_head, the main loop owns lv_tail/lv_tail_k
 #define LV_RING 64
 static int16_t lv_ring[LV_RING];
 static volatile uint8_t lv_head;
@@ -125,12 +104,10 @@ static uint8_t batch_n = 10;
 static int16_t zero_buf[16];
 static uint8_t zero_idx, zero_n;
 
-static void run_tick(uint32_t k, uint32_t t_us_lo) {
-  // started ADC_LEAD_US before the tick: normally long done
-  while (ADCSRA & _BV(ADSC)) {
-  }
-  int16_t x = ADC;
-  engine_tick(k, x, t_us_lo);
+static inline uint32_t last_tick() { return engine_last_tick(); }
+
+void board_on_sample(uint32_t k, int16_t x) {
+  (void)k;
   zero_buf[zero_idx] = x;
   zero_idx = (zero_idx + 1) & 15;
   if (zero_n < 16) zero_n++;
@@ -153,98 +130,12 @@ static void run_tick(uint32_t k, uint32_t t_us_lo) {
   }
 }
 
-// Called with interrupts off, from an ISR; returns with interrupts off.
-static void engine_run() {
-  if (engine_busy) return;
-  engine_busy = true;
-  for (;;) {
-    uint8_t tail = ed_tail;
-    // an edge stamped before the next tick's time goes first; one stamped at or after it means
-    // that time has come, even if the compare interrupt (lower priority) has not run yet
-    if (tail != ed_head && (int32_t)(edge_t[tail] - next_t) < 0) {
-      uint32_t t = edge_t[tail];
-      uint8_t level = edge_level[tail];
-      ed_tail = (tail + 1) & (ED_RING - 1);
-      tick_settled = false;
-      engine_edge_pins(level);
-      sei();
-      engine_edge(level, t, zero_buf[(zero_idx - 1) & 15]);
-      cli();
-      continue;
-    }
-    int8_t due = (int8_t)(ticks_fired - ticks_run);
-    if (tail == ed_head && due <= 0) break;
-    if (due > 1) {
-      // ticks that came due while the engine was busy for longer than a period: skip them
-      uint8_t skip = due - 1;
-      tick_overruns = tick_overruns <= 0xFFFF - skip ? tick_overruns + skip : 0xFFFF;
-      ticks_run += skip;
-      next_k += skip;
-      next_t += (uint32_t)skip * SAMPLE_PERIOD_US;
-    }
-    uint32_t k = next_k++;
-    uint32_t t = next_t;
-    next_t += SAMPLE_PERIOD_US;
-    ticks_run++;
-    tick_settled = false;
-    sei();
-    run_tick(k, t);
-    cli();
-  }
-  tick_settled = false;
-  engine_busy = false;
-}
-
-static void engine_tick_settled() {
-  cli();
-  tick_settled = true;
-  uint8_t tail = ed_tail;
-  // an edge that came during the tick and goes before the next one: its pins now
-  if (tail != ed_head && (int32_t)(edge_t[tail] - next_t) < 0) engine_edge_pins(edge_level[tail]);
-  sei();
-}
-
-void on_sample_start() { ADCSRA |= _BV(ADSC); }
-
-ISR(TIMER1_COMPA_vect) {
-  timebase_schedule_next_tick();
-  ticks_fired++;
-  engine_run();
-}
-
-static void push_lick_edge() {
-  uint32_t t = timebase_now_us_lo();
-  uint8_t level = (*fp_lick.reg & fp_lick.mask) ? 1 : 0;
-  // The engine idle (or in a tick that has made all its changes), nothing queued and no tick
-  // due before this edge: the edge is its very next step, so its output pins can be driven
-  // now, before the engine even gets to it.
-  if ((!engine_busy || tick_settled) && ed_tail == ed_head && ticks_fired == ticks_run &&
-      (int32_t)(t - next_t) < 0)
-    engine_edge_pins(level);
-  uint8_t next = (ed_head + 1) & (ED_RING - 1);
-  if (next == ed_tail) {
-    if (stream_dropped != 0xFFFF) stream_dropped++;
-    return;
-  }
-  edge_t[ed_head] = t;
-  edge_level[ed_head] = level;
-  ed_head = next;
-}
-
-// Our own external-interrupt vectors rather than attachInterrupt(): its shared handler saves
-// every register before it even calls us, and the lick stamp is the first thing we do.
+// pin 2's external-interrupt vector (our own: see engine_context.cpp)
 #if defined(__AVR_ATmega2560__)
-#define FRAME_VECT INT4_vect  // pin 2
-#define LICK_VECT INT5_vect   // pin 3
+#define FRAME_VECT INT4_vect
 #else
-#define FRAME_VECT INT0_vect  // pin 2
-#define LICK_VECT INT1_vect   // pin 3
+#define FRAME_VECT INT0_vect
 #endif
-
-ISR(LICK_VECT) {
-  push_lick_edge();
-  engine_run();
-}
 
 // ---------------------------------------------------------------- frame clock
 #if BOARD_KIND == 1
@@ -446,9 +337,10 @@ static void send_heartbeat(uint64_t now) {
   put_u16(b + 10, link_counters.cobs_errors);
   put_u16(b + 12, link_counters.lost);
   extern uint16_t engine_events_dropped;
-  uint32_t dropped = (uint32_t)link_counters.tx_dropped + engine_events_dropped + stream_dropped;
+  uint32_t dropped = (uint32_t)link_counters.tx_dropped + engine_events_dropped + stream_dropped +
+                     engine_edges_dropped();
   put_u16(b + 14, dropped > 0xFFFF ? 0xFFFF : dropped);
-  put_u16(b + 16, tick_overruns);
+  put_u16(b + 16, engine_tick_overruns());
   b[18] = engine_status();
   put_u32(b + 19, engine_trial_num());
   b[23] = engine_state();
@@ -506,7 +398,6 @@ void board_setup() {
   for (uint8_t i = 0; i < 4; i++) fp_ttl[i] = out_pin(PIN_TTL[i]);
   fp_tone = out_pin(PIN_TONE);
   pinMode(PIN_LICK, INPUT);
-  fp_lick = FastPin{portInputRegister(digitalPinToPort(PIN_LICK)), digitalPinToBitMask(PIN_LICK)};
   pinMode(PIN_FRAME, INPUT);
   engine_begin();
   link_begin(BAUD);
@@ -532,20 +423,9 @@ void board_setup() {
   set_sleep_mode(SLEEP_MODE_IDLE);
   send_hello();
   timebase_begin();
-  // Lick edges from the pin's external interrupt, both directions, stamped in the ISR. A level
-  // already high at boot counts as an edge now (the engine starts from "low").
-#if defined(__AVR_ATmega2560__)
-  EICRB = (EICRB & ~(_BV(ISC51) | _BV(ISC50))) | _BV(ISC50);
-  EIFR = _BV(INTF5);
-  EIMSK |= _BV(INT5);
-#else
-  EICRA = (EICRA & ~(_BV(ISC11) | _BV(ISC10))) | _BV(ISC10);
-  EIFR = _BV(INTF1);
-  EIMSK |= _BV(INT1);
-#endif
-  cli();
-  push_lick_edge();
-  sei();
+  // lick edges from the pin's external interrupt, stamped in it (engine_context.cpp)
+  engine_context_begin(portInputRegister(digitalPinToPort(PIN_LICK)),
+                       digitalPinToBitMask(PIN_LICK));
 }
 
 void board_loop() {
