@@ -174,10 +174,10 @@ def test_cable_pulled_mid_trial_reconnects_logs_the_gap_and_carries_on() -> None
         (gap,) = [e for e in events.items if e.name == "lever_gap"]
         print(f"\noutage {rc.data['down_s']} s, lever gap logged: {gap.data}")
         assert rc.data["down_s"] > 0
-        # the logged hole covers the whole outage (to the 10-sample batch); it may exceed it by
-        # the time the reader took to notice the pull
-        missing_s = gap.data["missing_ms"] / 1000
-        assert rc.data["down_s"] - 0.02 <= missing_s <= rc.data["down_s"] + 0.5
+        # the logged hole matches the outage: down_s runs from noticing the pull to reopening
+        # the port, the hole from the last batch before the pull to the first after the re-plug
+        # (the two differ by the reader's detection and reopen polling, tens of ms)
+        assert abs(gap.data["missing_ms"] / 1000 - rc.data["down_s"]) < 0.5
         assert lb.health()["lever_missing_samples"] == gap.data["missing_samples"]
         # the session carries on: HELLO re-checked, the next trial runs and ends
         events.wait(lambda it: lb.hello is not None and lb.connected, 5.0)

@@ -127,7 +127,7 @@ def test_untimed_valve_state_is_cut_at_the_cap_when_the_host_is_gone(
 # ---------------------------------------------------------------------------- host stall
 HOST = textwrap.dedent(
     """
-    import json, sys, threading
+    import json, sys, threading, time
     from rig.core.config import LeverBoardSimavr
     from rig.core.devices import LeverBoard
     from rig.core.statemachine import LeverThresholds, State, StateMachine
@@ -162,7 +162,10 @@ HOST = textwrap.dedent(
     lb = LeverBoard(PtyTransport(pty), cfg, on_trail=on_trail, command_timeout_s=2.0)
     lb.connect(timeout_s=10)
     lb.load_trial(machine(0)); lb.start_trial(0)
+    deadline = time.monotonic() + 90
     while not done.wait(0.01):
+        if time.monotonic() > deadline:
+            sys.exit(f"host: trial {n_trials - 1} did not end within 90 s; trail {trail}")
         if go.is_set():
             go.clear()
             while todo:
@@ -174,19 +177,17 @@ HOST = textwrap.dedent(
 )
 N_TRIALS = 4
 PULL_PERIOD_US = 2_800_000
-FIRST_PULL_US = 5_500_000
+FIRST_PULL_US = 2_500_000  # after trial 0's 2.2 s ITI
 
 
-def _lever_script(path: Path) -> Path:
-    """Pulls in simulated time: 400 ms (rewarded) and 80 ms (early release) alternating."""
-    sim_mv = 5  # 1 ADC count = 5 mV with vcc_mv 5115 (AvrSim default)
-    lines = [f"@0 adc 0 {512 * sim_mv}"]
+def _schedule_pulls(sim: AvrSim, t0_us: float) -> None:
+    """Pulls in simulated time from ``t0_us`` (just after trial 0 started): 400 ms (rewarded)
+    and 80 ms (early release) alternating, one per trial's ready window."""
     for k in range(N_TRIALS):
-        t = FIRST_PULL_US + k * PULL_PERIOD_US
+        t = t0_us + FIRST_PULL_US + k * PULL_PERIOD_US
         hold_us = 400_000 if k % 2 == 0 else 80_000
-        lines += [f"@{t} adc 0 {600 * sim_mv}", f"@{t + hold_us} adc 0 {512 * sim_mv}"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        sim.adc_counts(0, 600, t)
+        sim.adc_counts(0, 512, t + hold_us)
 
 
 def _run_with_host(firmware: tuple[Path, Path], tmp: Path, stall_s: float) -> dict:
@@ -197,7 +198,7 @@ def _run_with_host(firmware: tuple[Path, Path], tmp: Path, stall_s: float) -> di
     tmp.mkdir()
     sim = AvrSim(
         elf, tmp / "sim.log", stepped=False, realtime=True, pty=True, watch=(VALVE,),
-        harness=harness, script=_lever_script(tmp / "lever.txt"),
+        harness=harness,
     )  # fmt: skip
     stall_sim_us = 0.0
     with sim:
@@ -209,7 +210,11 @@ def _run_with_host(firmware: tuple[Path, Path], tmp: Path, stall_s: float) -> di
         )
         try:
             assert host.stdout is not None
+            sim.adc_counts(0, 512)  # lever at rest
             for line in host.stdout:
+                if line.strip() == "trial 0":
+                    # the lever script starts from trial 0, whenever the host got there
+                    _schedule_pulls(sim, sim.sync() / sim.freq_hz * 1e6)
                 if stall_s and line.strip() == "trial 1":
                     host.send_signal(signal.SIGSTOP)  # frozen inside trial 1
                     t0 = sim.sync() / sim.freq_hz * 1e6
@@ -264,9 +269,10 @@ def test_host_frozen_2_s_mid_trial_changes_nothing_on_the_board(
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
+        t.join(150)
     if errors:
         raise errors[0]
+    assert set(runs) == {"calm", "stalled"}, f"runs still going after 150 s: {set(runs)}"
     calm, stalled = runs["calm"], runs["stalled"]
     widths = {
         k: [round(off - on) for on, off in r["valve"]]
