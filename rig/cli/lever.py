@@ -113,7 +113,9 @@ def _run_one(
 def run(
     config: Annotated[Path, typer.Option("--config", help="rig config YAML")],
     subject: Annotated[str, typer.Option("--subject", help="subject id")],
-    task: Annotated[str, typer.Option("--task", help="self_initiated | cue_triggered | mixed")],
+    task: Annotated[
+        str, typer.Option("--task", help="self_initiated | cue_triggered | mixed | rotarod")
+    ],
     param: Annotated[
         list[str] | None, typer.Option("--param", help="key=value (repeatable; a.b=v nests)")
     ] = None,
@@ -124,16 +126,26 @@ def run(
         float | None,
         typer.Option("--speed", help="simulated rigs: x real time (0 = as fast as possible)"),
     ] = None,
-    headless: Annotated[bool, typer.Option("--headless", help="no GUI (required for now)")] = False,
+    headless: Annotated[
+        bool, typer.Option("--headless", help="no GUI: live progress line in the terminal")
+    ] = False,
 ) -> None:
-    """Run one lever session: live progress line, then the metrics table."""
+    """Run one session (lever task or rotarod day): live progress, then the metrics table.
+
+    Without --headless the app opens on the config with the task preselected and started.
+    """
     from rig.core.config import load_rig_config
     from rig.core.errors import RigError
     from tasks.params import make_params, parse_overrides
 
+    if task == "rotarod":
+        from rig.cli.rotarod import run_task_rotarod
+
+        # One subject per lane ("m1,m2"); any positive --speed runs the rod on the wall clock.
+        run_task_rotarod(config, subject, param or [], realtime=bool(speed))
+        return
     if not headless:
-        typer.echo("rig run: only --headless is available from the command line", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(_run_in_app(config, subject, task, param))
     try:
         rig = load_rig_config(config)
         params = make_params(task, parse_overrides(param or []))
@@ -145,6 +157,23 @@ def run(
     _print_metrics(Path(summary["folder"]))
     if summary.get("imaging"):
         typer.echo(imaging_line(summary["imaging"]))
+
+
+def _run_in_app(config: Path, subject: str, task: str, param: list[str] | None) -> int:
+    """Open the app (a separate process: rig.cli sits below gui in the layering) and start."""
+    import subprocess
+    import sys
+
+    if param:
+        typer.echo(
+            "rig run: --param is for --headless runs; set parameters in the app's form", err=True
+        )
+        return 2
+    cmd = [sys.executable, "-m", "gui.app", str(config), "--task", task, "--subject", subject]
+    code = subprocess.call([*cmd, "--autostart"])
+    if code == 3:
+        typer.echo("rig run: no display; add --headless to run in the terminal", err=True)
+    return code
 
 
 def demo(
