@@ -345,6 +345,11 @@ def test_rig_bench_board_prints_and_writes_the_figures(
     assert fig["lever_to_output"]["n"] == 10
     # a crossing is seen at the next tick, then conversion and processing: < 1 period + 100 µs
     assert 0 < fig["lever_to_output"]["p99_us"] <= 1100
+    # a lick edge is stamped in its interrupt and acted on at once (docs/state_machine.md 4a):
+    # tens of µs, not the next tick; one that meets a tick still deciding waits for it (< 60 µs)
+    assert fig["input_to_output"]["n"] == 10
+    assert 0 < fig["input_to_output"]["p50_us"] <= 25
+    assert fig["input_to_output"]["max_us"] <= 100
     assert fig["throughput"]["zero_loss"] is True
     assert fig["throughput"]["frames"] == fig["throughput"]["frames_expected"] == 300
     assert fig["dead_time"]["board_dead_time_us_max"] == 0
