@@ -60,7 +60,12 @@ def test_live_imaging_reaches_the_imaging_and_dff_panels(qtbot, tmp_path):
         qtbot.waitUntil(lambda: dp.aligned["crossing"][1] >= 1, timeout=60_000)
         assert win.bridge.traces.n_rois == int(ip.labels.max())
         assert dp.frame_rate_hz == 30.0  # the acquisition rate, not the pipeline's throughput
-        assert ip.shift_view.isHidden()  # the pipeline's stats carry no per-frame shifts yet
+        # the motion trace gets every frame's rigid shift, in order
+        qtbot.waitUntil(
+            lambda: not ip.shift_view.isHidden() and len(ip._shifts) > 10, timeout=30_000
+        )
+        idx = [s[0] for s in ip._shifts]
+        assert idx == list(range(idx[0], idx[0] + len(idx)))
         folder = win.runner.session_dir
         win.stop_session()
     assert checker.violations == [], checker.violations

@@ -218,7 +218,13 @@ def test_metrics_of_a_session_stopped_before_any_trial_finished(tmp_path: Path) 
 
     rig = _rig(tmp_path, imaging=None)
     runner = LeverRunner(
-        rig, "m5", "cue_triggered", make_params("cue_triggered", {}), speed=None, duration_s=0.2
+        rig,
+        "m5",
+        "cue_triggered",
+        # a 10-minute ITI: no trial can finish, however fast the virtual clock runs on a loaded CI
+        make_params("cue_triggered", {"iti_min_s": 600, "iti_max_s": 600}),
+        speed=None,
+        duration_s=0.2,
     )
     summary = runner.run()
     assert summary["trials"] == 0 and runner.session_dir is not None

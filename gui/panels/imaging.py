@@ -157,10 +157,18 @@ class ImagingPanel(QWidget):
         self.info.setText(f"frame {frame_index}  ({img.shape[1]} x {img.shape[0]} px)")
 
     def on_stats(self, stats: dict[str, Any]) -> None:
-        if "shift_y_px" in stats and "shift_x_px" in stats:
+        was_empty = not self._shifts
+        added = 0
+        if "shifts_px" in stats and "shift_frame_index" in stats:  # the runner: every frame
+            for idx, (dy, dx) in zip(stats["shift_frame_index"], stats["shifts_px"], strict=True):
+                self._shifts.append((int(idx), float(dy), float(dx)))
+                added += 1
+        elif "shift_y_px" in stats and "shift_x_px" in stats:  # one sample per stats message
             idx = int(stats.get("frame_index", len(self._shifts)))
             self._shifts.append((idx, float(stats["shift_y_px"]), float(stats["shift_x_px"])))
-            if len(self._shifts) == 1:
+            added = 1
+        if added:
+            if was_empty:
                 self.shift_view.show()
             arr = np.array(self._shifts)
             self.shift_y.setData(arr[:, 0], arr[:, 1])

@@ -216,6 +216,9 @@ class LiveImaging:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._last_stats = 0.0
+        # Rigid shifts since the last stats emission, for the GUI's motion trace (every frame,
+        # not one sample per stats interval).
+        self._shift_buf: list[tuple[int, float, float]] = []
         self._last_display: int | None = None
         # push -> result latency of the frames after the warm-up (those wait for the reference
         # by design), ms
@@ -411,6 +414,8 @@ class LiveImaging:
             if t_push is not None and self._n_results > self.warmup_frames:
                 self._lat_ms.append((now - t_push) * 1e3)
             self.signals.traces.emit(int(i), np.asarray(dff[k], np.float32))
+            dy, dx = res.batch.shifts_px[k]
+            self._shift_buf.append((int(i), float(dy), float(dx)))
         assert self.pipeline is not None
         latest = self.pipeline.latest_frame()
         if latest is not None and latest[0] != self._last_display:
@@ -419,7 +424,13 @@ class LiveImaging:
         now = time.monotonic()
         if now - self._last_stats >= self.stats_interval_s:
             self._last_stats = now
-            self.signals.imaging.emit(self.pipeline.stats())
+            stats = self.pipeline.stats()
+            if self._shift_buf:
+                buf = np.asarray(self._shift_buf, dtype=np.float64)
+                self._shift_buf = []
+                stats["shift_frame_index"] = buf[:, 0].astype(np.int64)  # (n,)
+                stats["shifts_px"] = buf[:, 1:].astype(np.float32)  # (n, 2) rigid (dy, dx)
+            self.signals.imaging.emit(stats)
 
 
 def imaging_figures(summary: dict[str, Any]) -> dict[str, Any]:
