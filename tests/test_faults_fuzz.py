@@ -15,7 +15,7 @@ import pytest
 import roifile
 import yaml
 from fault_helpers import address_space_cap
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from acquisition.rois.loaders import RoiFileError, load_imagej, load_labels, load_suite2p
@@ -123,7 +123,6 @@ def test_mutated_rig_config_loads_or_raises_config_error(
 ) -> None:
     path = tmp_path / "rig.yaml"
     text = _mutate(SIM_YAML, edits)[:cut]
-    assume(not _names_another_home(text))  # a known bug, pinned by its own xfail test below
     path.write_bytes(text)
     try:
         cfg = load_rig_config(path)
@@ -133,21 +132,6 @@ def test_mutated_rig_config_loads_or_raises_config_error(
         assert isinstance(cfg, RigConfig)
 
 
-def _names_another_home(text: bytes) -> bool:
-    try:
-        data = yaml.safe_load(text)
-    except Exception:  # not YAML at all: cannot reach the data_dir validator
-        return False
-    d = data.get("data_dir") if isinstance(data, dict) else None
-    return isinstance(d, str) and d.startswith("~") and not d.startswith("~/") and d != "~"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in rig/core/config.py (lead): RigConfig's data_dir validator calls "
-    "Path.expanduser(), which raises RuntimeError for '~user/...' naming no such user "
-    "instead of a ConfigError naming the file and field",
-)
 def test_data_dir_of_an_unknown_user_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "rig.yaml"
     path.write_bytes(SIM_YAML.replace(b"data_dir: ~/", b"data_dir: ~no-such-user-xyz/"))
@@ -255,12 +239,6 @@ def test_mutated_roi_files_raise_roi_file_error(
     _roi_case(roi_files, tmp_path, name, edits, cut)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in acquisition/rois/loaders.py (B2): load_suite2p catches only OSError/"
-    "ValueError/EOFError/UnpicklingError around np.load(allow_pickle=True); a damaged pickle "
-    'raises e.g. AttributeError ("Can\'t get attribute ... on numpy"), which escapes',
-)
 def test_damaged_suite2p_stat_raises_roi_file_error(
     roi_files: dict[str, bytes], tmp_path: Path
 ) -> None:
@@ -317,13 +295,6 @@ def _first_ifd_entry(data: bytes, tag: int) -> int:
     raise AssertionError(f"tag {tag} not in the first IFD")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in acquisition/sources/bigtiff.py check_pages (B1): only strip offsets/counts are "
-    "bounds-checked, so an ImageDescription whose count exceeds the file reaches "
-    "scanimage-tiff-reader, which allocates that count (std::bad_alloc under a cap, an OOM kill "
-    "without one: found by the fuzz test above, single byte 0 -> 42 at the count's top byte)",
-)
 def test_tag_count_beyond_the_file_is_refused_before_allocating(
     si_tiff: bytes, tmp_path: Path
 ) -> None:

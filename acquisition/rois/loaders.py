@@ -6,7 +6,6 @@ raises :class:`RoiFileError` naming the file (and the ROI) when something does n
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +48,12 @@ def load_suite2p(
     stat_path = Path(stat_path)
     try:
         stat = np.load(stat_path, allow_pickle=True)
-    except (OSError, ValueError, EOFError, pickle.UnpicklingError) as e:
-        raise RoiFileError(f"{stat_path}: cannot read suite2p stat.npy ({e})") from e
+    except Exception as e:
+        # A damaged pickle fails in arbitrary ways (AttributeError, ImportError, KeyError,
+        # MemoryError...): every one of them means "not a readable stat.npy".
+        raise RoiFileError(
+            f"{stat_path}: cannot read suite2p stat.npy ({type(e).__name__}: {e})"
+        ) from e
     if iscell_path is None and (stat_path.parent / "iscell.npy").exists():
         iscell_path = stat_path.parent / "iscell.npy"
     keep = np.ones(len(stat), bool)

@@ -134,7 +134,17 @@ def check_pages(path: str | Path) -> int:
             counts: tuple[int, ...] = ()
             try:
                 for i in range(len(ifd)):
-                    tag = ifd.entry(i)[0]
+                    tag, typ, count, inline = ifd.entry(i)
+                    if not inline:
+                        # Every out-of-line value must lie inside the file: a damaged count
+                        # (e.g. ImageDescription's) otherwise makes the C reader allocate it.
+                        (off,) = struct.unpack_from("<Q", ifd.entries, 20 * i + 12)
+                        n_bytes = TYPE_SIZE.get(typ, 1) * count
+                        if off + n_bytes > size:
+                            raise ValueError(
+                                f"tag {tag}: {n_bytes} bytes of values at byte {off} run past "
+                                f"the end of the file ({size} bytes)"
+                            )
                     if tag in (STRIP_OFFSETS, TILE_OFFSETS):
                         offsets = int_values(fh, ifd, i)
                     elif tag in (STRIP_BYTE_COUNTS, TILE_BYTE_COUNTS):

@@ -257,7 +257,10 @@ class RigConfig(StrictModel):
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, v: Path) -> Path:
-        return v.expanduser()
+        try:
+            return v.expanduser()
+        except RuntimeError:  # '~someone/...' naming no user on this machine
+            raise ValueError(f"cannot expand {str(v)!r}: no such user's home directory") from None
 
 
 # --------------------------------------------------------------------------- subject
