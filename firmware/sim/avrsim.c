@@ -388,9 +388,13 @@ static void load_script(const char *path) {
 static avr_cycle_count_t armed_cycle;
 
 static avr_cycle_count_t wake_cb(struct avr_t *a, avr_cycle_count_t when, void *param) {
-	(void)a; (void)when; (void)param;
-	armed_cycle = 0;
-	return 0;
+	(void)when; (void)param;
+	/* Fire again next cycle until the main loop has acted (arm_wake then cancels us): when the
+	 * instruction that reaches the wanted cycle is the `sleep`, simavr runs the due timers and
+	 * then jumps straight to the next timer, so a one-shot wake-up would be jumped over and the
+	 * input applied late (seen: 510 cycles). */
+	armed_cycle = a->cycle + 1;
+	return armed_cycle;
 }
 
 static void arm_wake(void) {
