@@ -4,6 +4,7 @@ from one session to the next (``<data_dir>/<subject>/subject.json``, a ``Subject
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,8 @@ from pathlib import Path
 from rig.core.config import SubjectState, load_model
 from rig.core.store.writer import atomic_write_text
 from tasks.params import ShapingParams
+
+log = logging.getLogger(__name__)
 
 SUBJECT_FILE = "subject.json"
 
@@ -80,7 +83,7 @@ def load_subject(data_dir: Path, subject_id: str) -> SubjectState:
     """
     path = subject_path(data_dir, subject_id)
     if not path.exists():
-        return SubjectState(subject_id=subject_id)
+        return recover_interrupted(data_dir, SubjectState(subject_id=subject_id))
     state = load_model(SubjectState, path)
     if state.subject_id != subject_id:
         from rig.core.errors import ConfigError
@@ -88,7 +91,50 @@ def load_subject(data_dir: Path, subject_id: str) -> SubjectState:
         raise ConfigError.single(
             path, "subject_id", f"is {state.subject_id!r}, expected {subject_id!r}"
         )
-    return state
+    return recover_interrupted(data_dir, state)
+
+
+def recover_interrupted(data_dir: Path, state: SubjectState) -> SubjectState:
+    """Fold in the shaping of a newer session that never closed (crash, ``kill -9``).
+
+    The runner saves ``subject.json`` when a session ends; a killed session never gets there.
+    Its folder is still the record: shaping restarts from the session's ``subject_at_start``
+    plus every ``param_change`` of a trial that completed (is in ``trials.tsv``), so the next
+    session resumes from the last complete trial. Returns ``state`` unchanged when the newest
+    session is the one ``subject.json`` already knows, or closed normally, or unreadable.
+    """
+    from rig.core.errors import SessionFormatError
+    from rig.core.store import SessionReader
+
+    folders = sorted(p.parent for p in (Path(data_dir) / state.subject_id).glob("*/session.json"))
+    if not folders or folders[-1].name == state.last_session:
+        return state
+    try:
+        reader = SessionReader(folders[-1])
+        if reader.status != "interrupted":
+            return state
+        trials = reader.trials()
+        last_trial = int(trials[-1]["trial"]) if trials else -1
+        at_start = (reader.meta.extra.get("subject_at_start") or {}).get("shaping")
+        shaping = {k: dict(v) for k, v in (at_start or state.shaping).items()}
+        for ev in reader.events():
+            if ev.name == "param_change" and ev.trial is not None and ev.trial <= last_trial:
+                ctx, param = ev.data.get("context"), ev.data.get("param")
+                if isinstance(ctx, str) and isinstance(param, str):
+                    shaping.setdefault(ctx, {})[param] = float(ev.data["new"])
+    except (SessionFormatError, KeyError, ValueError) as e:
+        log.warning("%s: cannot recover shaping from it (%s)", folders[-1], e)
+        return state
+    log.warning(
+        "%s was interrupted: shaping resumes from its last complete trial (%d)",
+        folders[-1].name,
+        last_trial,
+    )
+    recovered = state.model_copy(deep=True)
+    recovered.shaping = shaping
+    recovered.sessions += 1
+    recovered.last_session = folders[-1].name
+    return recovered
 
 
 def save_subject(data_dir: Path, state: SubjectState, session: str | None = None) -> Path:

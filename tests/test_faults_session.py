@@ -192,12 +192,6 @@ def _expected_hold_ms(folder: Path) -> float:
     return float(changes[-1])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug in rig/runner/lever.py (C): the subject's shaping state is saved only in "
-    "_teardown, which kill -9 never reaches, so the next session restarts shaping from the "
-    "previous session's value instead of the last complete trial's",
-)
 def test_kill_9_next_session_resumes_shaping_from_the_last_complete_trial(
     killed: Killed,
 ) -> None:
