@@ -97,13 +97,6 @@ def test_host_gone_after_a_valve_command_the_board_closes_it_at_the_cap(
     assert last_heartbeat(b).status & 8  # the board says "host silent"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="firmware/lever_board/machine.cpp (A2): a state with valve='on' (untimed) opens the "
-    "valve with no end (valve_set(true, 0, 0)), max_valve_ms only caps pulses, and the host "
-    "timeout neither aborts the trial nor closes the valve, so a host that dies in such a "
-    "state leaves the valve open indefinitely",
-)
 def test_untimed_valve_state_is_cut_at_the_cap_when_the_host_is_gone(
     board: SteppedBoard,
 ) -> None:
@@ -288,7 +281,12 @@ def test_host_frozen_2_s_mid_trial_changes_nothing_on_the_board(
     # rewarded, early release, rewarded, early release: one pull per trial
     assert [o for _, o in _outcomes(calm["board"])] == [3, 4, 3, 4]
     assert _outcomes(stalled["board"]) == _outcomes(calm["board"])
-    assert widths["stalled"] == widths["calm"] and len(widths["calm"]) == N_TRIALS // 2
+    # The board times both pulses to the same tick; the pin edges themselves may move by an
+    # interrupt latency (the tick ISR can wait behind a UART RX byte, and the stall moves when
+    # host bytes arrive), so "identical" is judged at 20 µs: far below one 1 ms tick.
+    assert len(widths["stalled"]) == len(widths["calm"]) == N_TRIALS // 2
+    for w_calm, w_stalled in zip(widths["calm"], widths["stalled"], strict=True):
+        assert abs(w_stalled - w_calm) <= 20, widths
     # every event of the stall reached the host afterwards: its trail is the board's, whole
     for r in (calm, stalled):
         got = [tuple(e) for e in r["host"]["trail"] if e[1] <= EventCode.TRIAL_CODE]

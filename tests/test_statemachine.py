@@ -213,6 +213,33 @@ def test_outputs_ttl_tone_trial_code_and_trial_end_cleanup() -> None:
     ]
 
 
+def test_untimed_valve_is_cut_at_the_cap_counted_from_opening() -> None:
+    """A state's ``valve: on`` has no end of its own, but the board never holds the valve open
+    past ``max_valve_ms``: re-entering an ``on`` state does not restart the count; a later
+    timed pulse or a fresh opening does."""
+    m = StateMachine(
+        lever=LEVER,
+        states=[
+            State(name="open", valve="on", tup_ms=60, on={"tup": "again"}),
+            State(name="again", valve="on", tup_ms=200, on={"tup": "pulse"}),
+            State(name="pulse", valve="pulse", valve_ms=30, tup_ms=50, on={"tup": "open2"}),
+            State(name="open2", valve="on", tup_ms=150, on={"tup": "end"}),
+            State(name="end", terminal=True),
+        ],
+    )
+    trail = names(run_machine(m, trace(600), max_valve_ms=100))
+    valve = [e for e in trail if e[1].startswith("valve")]
+    assert valve == [
+        (0, "valve_on", 0, 0),
+        (60, "valve_on", 0, 0),  # still open: the cap keeps counting from tick 0
+        (100, "valve_off", 0, 0),  # cut at the cap although "again" still says on
+        (260, "valve_on", 0, 30),
+        (290, "valve_off", 0, 0),
+        (310, "valve_on", 0, 0),  # a fresh opening: a fresh cap
+        (410, "valve_off", 0, 0),
+    ]
+
+
 def test_valve_pulse_cut_at_cap_and_abort() -> None:
     m = StateMachine(
         lever=LEVER,

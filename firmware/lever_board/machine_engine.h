@@ -107,9 +107,15 @@ static inline bool due(uint32_t k, uint32_t at) { return (int32_t)(k - at) >= 0;
 
 // ---------------------------------------------------------------- outputs
 static void valve_set(bool on, uint8_t source, uint16_t pulse_ms) {
+  // An untimed opening (a state's `valve: on`) still closes after max_valve_ms, counted from
+  // when the valve opened: valve_end doubles as that deadline (no extra RAM on the Uno).
+  bool was_untimed_open = valve_on && !valve_timed;
   valve_on = on;
   valve_timed = on && pulse_ms;
-  if (valve_timed) valve_end = cur_k + pulse_ms;
+  if (valve_timed)
+    valve_end = cur_k + pulse_ms;
+  else if (on && !was_untimed_open)
+    valve_end = cur_k + max_valve_ms;
   out_valve(on);
   if (on)
     emit(EV_VALVE_ON, source, pulse_ms);
@@ -338,7 +344,7 @@ void engine_tick(uint32_t k, int16_t x, uint32_t t_us_lo) {
   now_k = k;
   cur_t = t_us_lo;
   // 1. timed outputs expire
-  if (valve_timed && valve_on && due(k, valve_end)) valve_set(false, 0, 0);
+  if (valve_on && due(k, valve_end)) valve_set(false, 0, 0);  // pulse end, or the hard cap
   if (tone_timed && tone_on && due(k, tone_end)) tone_set(0, 0, 0);
   if (code_active) trial_code_step();
   // host requests land after step 1; host silence is judged here too

@@ -79,6 +79,7 @@ class Engine:
         self._up = self._rest = self._over = False
         self._lick_prev = 0
         self._valve_end: int | None = None
+        self._valve_cap_at: int | None = None  # tick an untimed opening is cut at max_valve_ms
         self._tone_end: int | None = None
         self._trans: dict[int, int] = {}
         self._cmds: list[tuple[str, int, int]] = []
@@ -144,8 +145,8 @@ class Engine:
         self._k_last, self._x_last = k, x
         emit = self._emit
         # 1. timed outputs expire
-        if self.valve_on and self._valve_end == k:
-            self.valve_on, self._valve_end = False, None
+        if self.valve_on and k in (self._valve_end, self._valve_cap_at):
+            self.valve_on, self._valve_end, self._valve_cap_at = False, None, None
             emit(E.VALVE_OFF, SOURCE_MACHINE)
         if self.tone_on and self._tone_end == k:
             self.tone_on, self._tone_end = False, None
@@ -298,6 +299,9 @@ class Engine:
         if st.valve_mode != B.UNCHANGED:
             ms = min(st.valve_ms, self.max_valve_ms)
             timed = st.valve_mode == B.PULSE
+            if st.valve_mode == B.ON and not (self.valve_on and self._valve_end is None):
+                # hard cap on an untimed opening, counted from when the valve opened
+                self._valve_cap_at = k + self.max_valve_ms
             self._valve(
                 st.valve_mode != B.OFF,
                 k + ms if timed else None,
@@ -356,6 +360,8 @@ class Engine:
 
     def _valve(self, on: bool, end: int | None, source: int, value: int, emit: _Emit) -> None:
         self.valve_on, self._valve_end = on, end if on else None
+        if not on or end is not None:  # closed, or a timed pulse: no untimed cap pending
+            self._valve_cap_at = None
         emit(E.VALVE_ON if on else E.VALVE_OFF, source, value if on else 0)
 
     def _tone(self, on: bool, end: int | None, source: int, freq_hz: int, emit: _Emit) -> None:
