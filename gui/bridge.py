@@ -188,7 +188,16 @@ class QtBridge(QObject):
 
     def _on_imaging(self, stats: dict[str, Any]) -> None:
         with self._slot_lock:
-            self._imaging = dict(stats)
+            new = dict(stats)
+            old = self._imaging
+            # Stats coalesce to the latest, but the per-frame shifts they carry accumulate: the
+            # motion trace must not lose the frames of a message it never drew.
+            if old is not None and "shifts_px" in old and "shifts_px" in new:
+                new["shift_frame_index"] = np.concatenate(
+                    [old["shift_frame_index"], new["shift_frame_index"]]
+                )
+                new["shifts_px"] = np.concatenate([old["shifts_px"], new["shifts_px"]])
+            self._imaging = new
 
     def _on_frame(self, frame_index: int, image: np.ndarray) -> None:
         with self._slot_lock:

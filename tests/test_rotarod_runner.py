@@ -160,7 +160,10 @@ def test_all_fallen_stops_rod_early_and_stop_event_aborts(rig: RigConfig) -> Non
     r = SessionReader(res.folder)
     assert r.status == "aborted"
     names = [e.name for e in r.events()]
-    assert "rotarod_stop" in names  # stopped early: every lane was down
+    # stopped early: every lane was down. On a loaded machine the runner may see the rod's two
+    # still heartbeats before the ROD_STOPPED packet and record the stop as inferred: either
+    # record is the stop on file.
+    assert {"rotarod_stop", "rotarod_stop_inferred"} & set(names), names
 
 
 def test_safe_state_on_error(rig: RigConfig) -> None:
