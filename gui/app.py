@@ -88,6 +88,8 @@ class MainWindow(QMainWindow):
         self.runner: SessionRunner | None = None
         self.session_extra = dict(session_extra or {})
         self.last_session_dir: Path | None = None
+        #: Playing a recorded session (``gui.replay``): no device, so no manual controls.
+        self.replay_mode = False
         self.setWindowTitle(f"motor-rig — {rig.name}")
         self.bridge = QtBridge(redraw_hz=redraw_hz, checker=checker, parent=self)
         self.bridge.forward_logging()
@@ -190,7 +192,7 @@ class MainWindow(QMainWindow):
             return False
         self.last_session_dir = runner.session_dir
         self.session_panel.set_running(True)
-        self.manual_panel.set_enabled(True)
+        self.manual_panel.set_enabled(not self.replay_mode)
         self._load_rois(runner)
         self.log_panel.add(logging.INFO, f"session started: {subject_id}, {task}")
         return True

@@ -20,7 +20,8 @@ def display_available() -> bool:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """``python -m gui.app [CONFIG] [--task T] [--subject S] [--autostart] [--speed X]``.
+    """``python -m gui.app [CONFIG] [--task T] [--subject S] [--autostart] [--speed X]`` or
+    ``python -m gui.app --replay SESSION [--speed X]`` (a recorded session at 1..20x).
 
     Exit codes: the app's; 2 for a bad config or argument; 3 when there is no display.
     """
@@ -34,7 +35,13 @@ def cli(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--speed", type=float, default=None, help="simulated boards: x real time (default 1)"
     )
+    ap.add_argument(
+        "--replay", default=None, metavar="SESSION", help="play a recorded session folder"
+    )
     args = ap.parse_args(argv)
+    if args.replay is not None and not 1.0 <= (args.speed or 1.0) <= 20.0:
+        print(f"error: --speed {args.speed}: a replay plays at 1..20x", file=sys.stderr)
+        return 2
     if not display_available():
         print(
             "no display (DISPLAY/WAYLAND_DISPLAY unset): use 'rig demo --headless', or set "
@@ -42,6 +49,15 @@ def cli(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 3
+    if args.replay is not None:
+        from gui.replay import replay_main
+        from rig.core.errors import SessionFormatError
+
+        try:
+            return replay_main(args.replay, args.speed or 1.0)
+        except SessionFormatError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     extra = {"speed": args.speed} if args.speed else None
     try:
         return main(

@@ -98,6 +98,25 @@ def _speed(value: str) -> float | None:
     return x
 
 
+def _replay_gui(session: Path, speed: float) -> None:
+    """``--gui``: the app in replay mode, in its own process (rig.cli must not import gui)."""
+    import os
+    import subprocess
+    import sys
+
+    if not 1.0 <= speed <= 20.0:
+        _fail(f"--speed {speed:g}: --gui plays at 1..20x")
+    if not (
+        os.environ.get("QT_QPA_PLATFORM", "") in ("offscreen", "minimal", "vnc")
+        or sys.platform in ("win32", "darwin")
+        or os.environ.get("DISPLAY")
+        or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        _fail("no display (DISPLAY/WAYLAND_DISPLAY unset): drop --gui to replay headless", 3)
+    cmd = [sys.executable, "-m", "gui.app", "--replay", str(session), "--speed", f"{speed:g}"]
+    raise typer.Exit(subprocess.call(cmd))
+
+
 def replay_cmd(
     session: Annotated[Path, typer.Argument(help="session folder")],
     speed: Annotated[str, typer.Option(help="x real time (e.g. 1, 20) or 'max'")] = "max",
@@ -110,11 +129,15 @@ def replay_cmd(
     out: Annotated[
         Path | None, typer.Option(help="keep the regenerated session here (default: temp)")
     ] = None,
+    gui: Annotated[
+        bool, typer.Option("--gui", help="play the session in the app's panels at 1..20x")
+    ] = False,
 ) -> None:
     """Replay SESSION's recorded bytes through the driver and task code; compare the results.
 
     Exit status 0: identical events and trials (and ΔF/F within tolerance); 1: differences
-    (printed); 2: the session cannot be replayed.
+    (printed); 2: the session cannot be replayed. With ``--gui`` the session plays in the app
+    instead (``--speed`` 1..20, default 1x; no comparison); 3: no display for it.
     """
     import shutil
     import tempfile
@@ -125,6 +148,9 @@ def replay_cmd(
     if not (session / "session.json").is_file():
         _fail(f"{session}: not a session folder (no session.json)")
     x = _speed(speed)
+    if gui:
+        _replay_gui(session, 1.0 if x is None else x)
+        return
     root = out if out is not None else Path(tempfile.mkdtemp(prefix="rig-replay-"))
     try:
         rep = replay_session(session, root, speed=x, reprocess_imaging=reprocess_imaging,
