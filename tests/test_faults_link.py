@@ -127,6 +127,11 @@ def test_driver_survives_a_damaged_link_and_counts_every_loss(
     lb, link, events = driver_on_damaged_link
     # 60 s of board time at 20x: gaps pile up, the reader must stay alive
     events.wait(lambda it: any(e.name == "frame" and e.t_device_us > 60e6 for e in it), 20.0)
+    assert not lb.reader_done.is_set()
+    # Stop new bytes, then let the reader drain what is in flight: only then are the event
+    # list and the health counters one consistent snapshot (else a gap can land in between).
+    link.pause()
+    events.wait(lambda it: sum(e.name == "lever_gap" for e in it) == lb.health()["lever_gaps"], 5.0)
     h = lb.health()
     faults = link.board.faults
     print(
