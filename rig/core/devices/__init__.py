@@ -1,6 +1,8 @@
 """Device drivers: each is given a ``Transport`` (rig.core.transport), none opens ports itself.
 
-- ``LeverBoard`` (``lever_board``): lever board driver, typed commands, reader thread.
+- ``CommandChannel`` (``channel``): the generic command link: sequence numbers, ACK/NAK waits,
+  reader and heartbeat threads, reconnects; base class of the board drivers.
+- ``LeverBoard`` (``lever_board``): lever board driver: HELLO check, typed commands, events.
 """
 
 from rig.core.devices.lever_board import CommandError, FirmwareMismatch, LeverBoard

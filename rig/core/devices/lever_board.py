@@ -1,6 +1,8 @@
 """``LeverBoard``: the host driver of the lever board (real, under simavr, or simulated).
 
-Given a ``Transport`` and the rig's lever-board config. One reader thread per board reads the
+Given a ``Transport`` and the rig's lever-board config. The generic command link (sequence
+numbers, ACK/NAK waits, the reader and heartbeat threads, reconnects) is ``CommandChannel``
+(``rig.core.devices.channel``), which this driver extends. One reader thread per board reads the
 port (and only blocks there), records every received chunk with its host time through
 ``on_raw(t_host_ns, data)`` (the runner writes ``raw/<device>.bin``), parses packets, answers
 waiting commands, and passes board events on through callbacks and ``RigSignals``:
@@ -20,10 +22,8 @@ Board times arrive as 64-bit µs (docs/protocol.md), so no unwrapping is needed 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,15 +31,14 @@ from typing import Any
 import numpy as np
 
 from rig.core.config import LeverBoardSerial, LeverBoardSim, LeverBoardSimavr
+from rig.core.devices.channel import CommandChannel, CommandError, Waiter
 from rig.core.errors import RigError
 from rig.core.events import Event
 from rig.core.protocol import (
-    BOARD_TO_HOST,
     LEVER_FIRMWARE_NAME,
     LEVER_FIRMWARE_VERSION,
     MAX_CHUNK,
     PROTOCOL_VERSION,
-    Ack,
     ErrorCode,
     EventCode,
     EventMsg,
@@ -49,17 +48,13 @@ from rig.core.protocol import (
     LeverBatch,
     LeverZero,
     Message,
-    Nak,
-    Packet,
-    PacketEncoder,
-    StreamDecoder,
     Text,
     crc16,
 )
 from rig.core.protocol import packets as P
 from rig.core.signals import RigSignals
 from rig.core.statemachine import CompiledMachine, StateMachine, TrailEvent, validate_blob
-from rig.core.transport import Transport, TransportClosed
+from rig.core.transport import Transport
 
 LeverBoardConfig = LeverBoardSerial | LeverBoardSimavr | LeverBoardSim
 log = logging.getLogger(__name__)
@@ -69,25 +64,10 @@ class FirmwareMismatch(RigError):
     """The board runs other firmware or another protocol version than this host needs."""
 
 
-class CommandError(RigError):
-    """A command was refused (NAK) or not answered; ``error`` is the ``ErrorCode`` or None."""
-
-    def __init__(self, message: str, error: ErrorCode | None = None, detail: int = 0) -> None:
-        super().__init__(message)
-        self.error = error
-        self.detail = detail
-
-
-class _Waiter:
-    __slots__ = ("done", "reply")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.reply: Ack | Nak | None = None
-
-
-class LeverBoard:
+class LeverBoard(CommandChannel):
     """Driver of one lever board (see the module docstring)."""
+
+    _logger = log
 
     def __init__(
         self,
@@ -104,40 +84,28 @@ class LeverBoard:
         reconnect: bool = True,
         reconnect_interval_s: float = 0.5,
     ) -> None:
-        self.transport = transport
-        self.config = config
-        self.name = config.name
-        self.signals = signals
-        self.on_raw, self.on_event, self.on_trail, self.on_lever = (
-            on_raw,
-            on_event,
-            on_trail,
-            on_lever,
+        super().__init__(
+            transport,
+            config.name,
+            signals=signals,
+            on_raw=on_raw,
+            on_event=on_event,
+            command_timeout_s=command_timeout_s,
+            host_heartbeat_s=host_heartbeat_s,
+            reconnect=reconnect,
+            reconnect_interval_s=reconnect_interval_s,
         )
-        self.command_timeout_s = command_timeout_s
-        self.host_heartbeat_s = host_heartbeat_s
-        self.reconnect = reconnect
-        self.reconnect_interval_s = reconnect_interval_s
+        self.config = config
+        self.on_trail, self.on_lever = on_trail, on_lever
         self.hello: Hello | None = None
         self.board_stats: dict[str, int] = {}
-        self.connected = False
-        self.reconnects = 0
         self.frames = 0
         self.lever_gaps = 0
         self.lever_missing_samples = 0
-        self._link_lost_ns: int | None = None
         self.mismatch: str | None = None
-        self._decoder = StreamDecoder(BOARD_TO_HOST)
-        self._encoder = PacketEncoder()
-        self._wlock = threading.Lock()
-        self._waiters: dict[int, _Waiter] = {}
-        self._wait_lock = threading.Lock()
-        self._stop = threading.Event()
         self._zero: LeverZero | None = None
         self._last_hb_ns: int | None = None
         self._next_lever_index: int | None = None
-        self._threads: list[threading.Thread] = []
-        self.reader_done = threading.Event()
 
     # ------------------------------------------------------------------ lifecycle
     def connect(self, timeout_s: float = 3.0, passive: bool = False) -> Hello | None:
@@ -152,12 +120,7 @@ class LeverBoard:
         CommandError
             No HELLO within ``timeout_s``.
         """
-        try:
-            self.transport.open()
-        except TransportClosed as e:
-            raise CommandError(f"{self.name}: {e}") from None
-        self.connected = True
-        self._start_thread(self._reader_loop, "reader")
+        self._open_channel()
         if passive:
             return None
         hello = self._handshake(timeout_s)
@@ -168,23 +131,13 @@ class LeverBoard:
         """Put the board in its safe state (best effort), stop the threads, close the port."""
         if self.connected and not self._stop.is_set():
             self.safe_state()
-        self._stop.set()
-        self.transport.close()
-        for t in self._threads:
-            if t is not threading.current_thread():
-                t.join(timeout=2)
-        self.connected = False
+        self._close_channel()
 
     def __enter__(self) -> LeverBoard:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _start_thread(self, fn: Callable[[], None], what: str) -> None:
-        t = threading.Thread(target=fn, name=f"{self.name}-{what}", daemon=True)
-        self._threads.append(t)
-        t.start()
 
     def _handshake(self, timeout_s: float) -> Hello:
         deadline = time.monotonic() + timeout_s
@@ -238,71 +191,15 @@ class LeverBoard:
         raise FirmwareMismatch(self.mismatch)
 
     # ------------------------------------------------------------------ commands
-    def _send(self, msg: Message) -> int:
-        with self._wlock:
-            seq, wire = self._encoder.encode(msg)
-            self.transport.write(wire)
-        return seq
+    def send_command(self, msg: Message) -> Waiter:
+        """Send without waiting; ``wait_reply`` collects the ACK/NAK (for pipelining).
 
-    def send_command(self, msg: Message) -> _Waiter:
-        """Send without waiting; ``wait_reply`` collects the ACK/NAK (for pipelining)."""
+        Raises ``FirmwareMismatch`` for anything but ``GetHello`` while the board runs firmware
+        this host does not speak to.
+        """
         if self.mismatch is not None and not isinstance(msg, P.GetHello):
             raise FirmwareMismatch(self.mismatch)  # e.g. another board plugged in on reconnect
-        w = _Waiter()
-        with self._wlock:
-            seq, wire = self._encoder.encode(msg)
-            with self._wait_lock:
-                self._waiters[seq] = w
-            try:
-                self.transport.write(wire)
-            except TransportClosed as e:
-                with self._wait_lock:
-                    self._waiters.pop(seq, None)
-                raise CommandError(f"{self.name}: {type(msg).__name__}: {e}") from None
-        return w
-
-    def wait_reply(self, w: _Waiter, msg: Message, timeout_s: float | None = None) -> None:
-        timeout = self.command_timeout_s if timeout_s is None else timeout_s
-        what = f"{self.name}: {type(msg).__name__}"
-        if not self._wait_running(w.done, timeout):
-            with self._wait_lock:
-                for seq, ww in list(self._waiters.items()):
-                    if ww is w:
-                        del self._waiters[seq]
-            raise CommandError(f"{what}: no reply within {timeout * 1000:.0f} ms")
-        if isinstance(w.reply, Nak):
-            err = (
-                ErrorCode(w.reply.error) if w.reply.error in ErrorCode._value2member_map_ else None
-            )
-            name = err.name if err else f"error {w.reply.error}"
-            raise CommandError(
-                f"{what} refused: {name} (detail {w.reply.detail})", err, w.reply.detail
-            )
-        if w.reply is None:
-            raise CommandError(f"{what}: the link was lost before the reply")
-
-    @staticmethod
-    def _wait_running(done: threading.Event, timeout_s: float, slice_s: float = 0.05) -> bool:
-        """``done.wait(timeout_s)``, but time this process was not running does not count.
-
-        A host frozen (SIGSTOP, a suspended VM, a swap storm) with a command in flight finds
-        the reply already waiting in the port when it resumes; a plain wall-clock wait would
-        have expired meanwhile and turned a delivered ACK into a false "no reply".
-        """
-        left = timeout_s
-        last = time.monotonic()
-        while left > 0:
-            if done.wait(min(slice_s, left)):
-                return True
-            now = time.monotonic()
-            # a slice that took far longer than asked for was a stall: charge only the slice
-            left -= min(now - last, 2 * slice_s)
-            last = now
-        return done.is_set()
-
-    def command(self, msg: Message, timeout_s: float | None = None) -> None:
-        """Send ``msg`` and wait for its ACK; ``CommandError`` on NAK, timeout or lost link."""
-        self.wait_reply(self.send_command(msg), msg, timeout_s)
+        return super().send_command(msg)
 
     def open_valve(self, duration_ms: float) -> int:
         """Open the valve for ``duration_ms`` (rounded to whole ms; 0 closes it). Returns ms."""
@@ -408,73 +305,7 @@ class LeverBoard:
             "reconnects": self.reconnects,
         }
 
-    # ------------------------------------------------------------------ threads
-    def _heartbeat_loop(self) -> None:
-        while not self._stop.wait(self.host_heartbeat_s):
-            if self.connected:
-                # its ACK is matched to nobody and dropped; a dead link is the reader's job
-                with contextlib.suppress(TransportClosed):
-                    self._send(P.HostHeartbeat())
-
-    def _reader_loop(self) -> None:
-        try:
-            while not self._stop.is_set():
-                try:
-                    data = self.transport.read(0.05)
-                except TransportClosed as e:
-                    if self._stop.is_set() or getattr(self.transport, "exhausted", False):
-                        return  # closed by us, or a replay that reached its end
-                    self._link_lost(str(e))
-                    if not self.reconnect or not self._reopen():
-                        return
-                    continue
-                if data:
-                    self._on_bytes(self.transport.now_ns(), data)
-        finally:
-            self.reader_done.set()
-
-    def _on_bytes(self, t_ns: int, data: bytes) -> None:
-        if self.on_raw is not None:
-            self.on_raw(t_ns, data)
-        for item in self._decoder.feed(data):
-            if isinstance(item, Packet):
-                try:
-                    self._dispatch(item.msg, t_ns)
-                except Exception:  # a listener's bug must not kill the reader thread
-                    log.exception("%s: error while handling %s", self.name, item.msg)
-
-    def _link_lost(self, reason: str) -> None:
-        self.connected = False
-        with self._wait_lock:
-            waiters, self._waiters = self._waiters, {}
-        for w in waiters.values():
-            w.done.set()
-        self._link_lost_ns = time.monotonic_ns()
-        self._log(logging.WARNING, f"{self.name}: link lost: {reason}")
-        self._emit_event(Event("link_lost", self.name, data={"reason": reason}))
-
-    def _reopen(self) -> bool:
-        attempts = 0
-        while not self._stop.wait(self.reconnect_interval_s):
-            attempts += 1
-            self.transport.close()
-            try:
-                self.transport.open()
-            except TransportClosed:
-                continue
-            self._decoder.reset_sequence()
-            self.connected = True
-            self.reconnects += 1
-            down_s = None
-            if self._link_lost_ns is not None:
-                down_s = round((time.monotonic_ns() - self._link_lost_ns) / 1e9, 3)
-            self._emit_event(
-                Event("reconnect", self.name, data={"attempts": attempts, "down_s": down_s})
-            )
-            self._start_thread(self._rehandshake, "rehandshake")
-            return True
-        return False
-
+    # ------------------------------------------------------------------ reconnect
     def _rehandshake(self) -> None:
         try:
             self._handshake(3.0)
@@ -483,14 +314,8 @@ class LeverBoard:
             self._log(logging.ERROR, f"{self.name}: after reconnect: {e}")
 
     # ------------------------------------------------------------------ dispatch
-    def _dispatch(self, msg: Message, t_ns: int) -> None:
-        if isinstance(msg, Ack | Nak):
-            with self._wait_lock:
-                w = self._waiters.pop(msg.cmd_seq, None)
-            if w is not None:
-                w.reply = msg
-                w.done.set()
-        elif isinstance(msg, EventMsg):
+    def _on_message(self, msg: Message, t_ns: int) -> None:
+        if isinstance(msg, EventMsg):
             self._on_board_event(msg, t_ns)
         elif isinstance(msg, LeverBatch):
             self._on_lever_batch(msg)
@@ -555,14 +380,3 @@ class LeverBoard:
         if self.signals is not None:
             cal = self.config.calibration
             self.signals.lever.emit(t, (msg.samples - cal.rest_counts) / cal.counts_per_mm)
-
-    def _emit_event(self, ev: Event) -> None:
-        if self.on_event is not None:
-            self.on_event(ev)
-        if self.signals is not None:
-            self.signals.event.emit(ev)
-
-    def _log(self, level: int, message: str) -> None:
-        log.log(level, message)
-        if self.signals is not None:
-            self.signals.log.emit(level, message)
