@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
+from rig.cli.app_launch import launch_app
+
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "hardware_configs"
 PACKAGED_CONFIGS = Path(__file__).resolve().parents[1] / "_hardware_configs"
 
@@ -160,20 +162,16 @@ def run(
 
 
 def _run_in_app(config: Path, subject: str, task: str, param: list[str] | None) -> int:
-    """Open the app (a separate process: rig.cli sits below gui in the layering) and start."""
-    import subprocess
-    import sys
-
+    """Open the app on CONFIG with the task preselected and started."""
     if param:
         typer.echo(
             "rig run: --param is for --headless runs; set parameters in the app's form", err=True
         )
         return 2
-    cmd = [sys.executable, "-m", "gui.app", str(config), "--task", task, "--subject", subject]
-    code = subprocess.call([*cmd, "--autostart"])
-    if code == 3:
-        typer.echo("rig run: no display; add --headless to run in the terminal", err=True)
-    return code
+    return launch_app(
+        [str(config), "--task", task, "--subject", subject, "--autostart"],
+        "rig run: no display; add --headless to run in the terminal",
+    )
 
 
 def demo(
@@ -188,10 +186,14 @@ def demo(
     """Simulated mixed-block (cue-triggered + self-initiated) sessions on sim.yaml, at top speed,
     ending with the metrics table; with --days N, N days with shaping carried over."""
     if not headless:
-        # rig.cli sits below gui in the layering, so the windowed demo is started by the gui
-        # package's own entry point; from here the demo always runs headless
-        why = "windowed demo not wired here yet" if display_available() else "no display found"
-        typer.echo(f"{why}: running the demo headless", err=True)
+        if display_available():
+            raise typer.Exit(
+                launch_app(
+                    [str(sim_config_path()), "--task", "mixed", "--autostart"],
+                    "rig demo: no display; add --headless to run in the terminal",
+                )
+            )
+        typer.echo("no display found: running the demo headless", err=True)
     from rig.core.config import load_rig_config
     from tasks.params import MixedParams
 

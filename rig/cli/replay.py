@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from rig.cli.app_launch import launch_app
+
 
 def _fail(msg: str, code: int = 2) -> None:
     typer.echo(f"error: {msg}", err=True)
@@ -100,21 +102,14 @@ def _speed(value: str) -> float | None:
 
 def _replay_gui(session: Path, speed: float) -> None:
     """``--gui``: the app in replay mode, in its own process (rig.cli must not import gui)."""
-    import os
-    import subprocess
-    import sys
-
     if not 1.0 <= speed <= 20.0:
         _fail(f"--speed {speed:g}: --gui plays at 1..20x")
-    if not (
-        os.environ.get("QT_QPA_PLATFORM", "") in ("offscreen", "minimal", "vnc")
-        or sys.platform in ("win32", "darwin")
-        or os.environ.get("DISPLAY")
-        or os.environ.get("WAYLAND_DISPLAY")
-    ):
-        _fail("no display (DISPLAY/WAYLAND_DISPLAY unset): drop --gui to replay headless", 3)
-    cmd = [sys.executable, "-m", "gui.app", "--replay", str(session), "--speed", f"{speed:g}"]
-    raise typer.Exit(subprocess.call(cmd))
+    raise typer.Exit(
+        launch_app(
+            ["--replay", str(session), "--speed", f"{speed:g}"],
+            "rig replay: no display; drop --gui to replay headless",
+        )
+    )
 
 
 def replay_cmd(
