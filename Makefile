@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: bench-gui demo test lint typecheck layers pytest sysdeps firmware gpu-check gpu-wheels clean
+.PHONY: bench-gui demo fuzz test lint typecheck layers pytest sysdeps firmware gpu-check gpu-wheels clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "motor-rig needs Python >= 3.11; found " + sys.version.split()[0])'
@@ -48,6 +48,14 @@ pytest: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(VENV)/bin/pytest
 
 test: $(STAMP) sysdeps firmware lint typecheck layers pytest
+
+# Bug hunting, not CI: the property tests with fresh random examples, FUZZ_RUNS times over.
+FUZZ_RUNS ?= 10
+fuzz: $(STAMP)
+	for i in $$(seq $(FUZZ_RUNS)); do echo "== fuzz run $$i/$(FUZZ_RUNS)"; \
+		HYPOTHESIS_PROFILE=fuzz QT_QPA_PLATFORM=offscreen $(VENV)/bin/pytest -q -p no:cacheprovider \
+		tests/test_faults_fuzz.py tests/test_protocol.py tests/test_statemachine.py tests/test_tcp_source.py \
+		|| exit 1; done
 
 gpu-check:
 	bash scripts/gpu_check.sh

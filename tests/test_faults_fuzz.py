@@ -8,6 +8,7 @@ reading fed damaged input give the project's own clear errors, never an unhandle
 from __future__ import annotations
 
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -237,6 +238,25 @@ def test_mutated_roi_files_raise_roi_file_error(
     roi_files: dict[str, bytes], tmp_path: Path, name: str, edits: list, cut: int | None
 ) -> None:
     _roi_case(roi_files, tmp_path, name, edits, cut)
+
+
+def test_imagej_roi_with_nan_vertex_raises_roi_file_error(tmp_path: Path) -> None:
+    # the CI fuzzer found this: damaged sub-pixel coordinates decode to NaN
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # roifile casts NaN for its int copy
+        roi = roifile.ImagejRoi.frompoints(
+            np.array([[5.5, 5], [np.nan, 5], [20, 5], [20, 15]], np.float32), name="p"
+        )
+        roi.tofile(tmp_path / "nan.roi")
+    with pytest.raises(RoiFileError, match=r"nan\.roi: ROI 'p' has non-finite"):
+        load_imagej(tmp_path / "nan.roi", SHAPE)
+
+
+def test_damaged_iscell_raises_roi_file_error(roi_files: dict[str, bytes], tmp_path: Path) -> None:
+    (tmp_path / "stat.npy").write_bytes(roi_files["stat.npy"])
+    (tmp_path / "iscell.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(RoiFileError, match=r"iscell\.npy: cannot read"):
+        load_suite2p(tmp_path / "stat.npy", SHAPE)
 
 
 def test_damaged_suite2p_stat_raises_roi_file_error(

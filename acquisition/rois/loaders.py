@@ -58,7 +58,17 @@ def load_suite2p(
         iscell_path = stat_path.parent / "iscell.npy"
     keep = np.ones(len(stat), bool)
     if iscell_path is not None:
-        iscell = np.load(Path(iscell_path), allow_pickle=False)
+        try:
+            iscell = np.load(Path(iscell_path), allow_pickle=False)
+        except Exception as e:
+            raise RoiFileError(
+                f"{iscell_path}: cannot read suite2p iscell.npy ({type(e).__name__}: {e})"
+            ) from e
+        if iscell.ndim not in (1, 2) or iscell.dtype.kind not in "biuf":
+            raise RoiFileError(
+                f"{iscell_path}: expected a numeric (n,) or (n, 2) array, got "
+                f"{iscell.dtype} {iscell.shape}"
+            )
         if iscell.ndim == 1:
             iscell = iscell[:, None]
         if iscell.shape[0] != len(stat):
@@ -130,6 +140,11 @@ def load_imagej(path: str | Path, shape: tuple[int, int]) -> RoiSet:
         coords = np.asarray(r.coordinates(), np.float64)
         if coords.ndim != 2 or coords.shape[0] < 3:
             raise RoiFileError(f"{path}: ROI {name!r} is not an area ROI (type {r.roitype})")
+        if not np.isfinite(coords).all():
+            # A damaged float-coordinate block decodes to NaN/inf: no polygon to rasterise.
+            raise RoiFileError(
+                f"{path}: ROI {name!r} has non-finite vertex coordinates (damaged file?)"
+            )
         px = _polygon_pixels(coords, shape)
         if px.size == 0:
             raise RoiFileError(f"{path}: ROI {name!r} covers no pixel of the {shape} frame")
