@@ -8,11 +8,14 @@ import roifile
 import tifffile
 from scipy import ndimage
 
+from acquisition.registration import Registrar
 from acquisition.rois import (
     RoiFileError,
     RoiSet,
+    border_for_shifts,
     build_weights,
     detect_rois,
+    detect_rois_registered,
     load_imagej,
     load_labels,
     load_rois,
@@ -189,3 +192,43 @@ def test_auto_detection_finds_active_cells():
     found = {int(np.bincount(truth.ravel()[p]).argmax()) for p in rs.pixels}
     assert len(active) > 0
     assert np.mean([a in found for a in active]) >= 0.7
+
+
+@pytest.mark.parametrize("seed", [2, 3])
+def test_auto_detection_on_a_moving_movie_skips_the_wrapped_border(seed: int) -> None:
+    # Registration wraps pixels within max |shift| of the border around: before the border was
+    # ignored, half the ROIs found here were fragments along the edges, and cells came with a
+    # wide skirt of neuropil.
+    m = make_movie(300, size_px=128, n_cells=30, max_shift_px=8.0, seed=seed)
+    reg = Registrar(np, (128, 128))
+    reg.fit_reference(m.frames)
+    res = reg.register(m.frames)
+    border = border_for_shifts(res.shifts_px)
+    assert border >= 8
+    rs = detect_rois_registered(np, res, cell_radius_px=5.0)
+    assert len(rs) >= 8
+    truth = m.masks.ravel()
+    for p in rs.pixels:
+        y, x = np.divmod(p, 128)
+        assert y.min() >= border and x.min() >= border
+        assert y.max() < 128 - border and x.max() < 128 - border
+    on_cell = np.array([np.mean(truth[p] > 0) for p in rs.pixels])
+    assert np.mean(on_cell >= 0.5) >= 0.9
+    assert np.median(on_cell) >= 0.85
+    # strongly active cells away from the border are found
+    inner = np.zeros((128, 128), bool)
+    inner[border + 6 : -border - 6, border + 6 : -border - 6] = True
+    active = [
+        k + 1
+        for k in np.flatnonzero(m.dff_true.std(0) > 0.2)
+        if inner.ravel()[truth == k + 1].all()
+    ]
+    found = {int(np.bincount(truth[p]).argmax()) for p in rs.pixels}
+    assert len(active) >= 3
+    assert np.mean([a in found for a in active]) >= 0.8
+
+
+def test_detection_border_must_leave_part_of_the_frame() -> None:
+    frames = np.random.default_rng(0).normal(size=(20, 32, 32)).astype(np.float32)
+    with pytest.raises(ValueError, match="border_px=16 leaves nothing"):
+        detect_rois(np, frames, border_px=16)

@@ -18,7 +18,7 @@ from acquisition.registration import Registrar, RegistrationOptions
 from acquisition.rois import (
     RoiSet,
     build_weights,
-    detect_rois,
+    detect_rois_registered,
     load_rois,
     neuropil_pixels,
     weights_to_xp,
@@ -67,7 +67,7 @@ def processor_factory(
         reg.fit_reference(xp.asarray(first))
         if cfg.rois.kind == "auto":
             n = min(len(first), cfg.rois.n_frames_for_detection)
-            rois = detect_rois(xp, reg.register(first[:n]).frames)
+            rois = detect_rois_registered(xp, reg.register(first[:n]))
         else:
             assert cfg.rois.path is not None  # the config model requires it
             rois = load_rois(cfg.rois.path, shape, cfg.rois.kind)

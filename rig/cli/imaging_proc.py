@@ -236,7 +236,7 @@ def traces_cmd(
     from acquisition.rois import (
         RoiFileError,
         build_weights,
-        detect_rois,
+        detect_rois_registered,
         load_rois,
         neuropil_pixels,
         weights_to_xp,
@@ -248,8 +248,7 @@ def traces_cmd(
     reg = _registrar(m, backend, nonrigid, max_shift_px)
     xp = reg.xp
     if rois == "auto":
-        first = reg.register(m.first(300)).frames
-        roiset = detect_rois(xp, first)
+        roiset = detect_rois_registered(xp, reg.register(m.first(300)))
         if len(roiset) == 0:
             _fail(f"{movie}: automatic detection found no ROI")
     else:
