@@ -15,10 +15,13 @@ reproduce the traces.
 - ``tiff`` / ``tcp`` sources: frames come as the source delivers them; frame-clock edges from the
   board map them to board time.
 
-Edges are queued by the board's reader thread and consumed by a feeder thread that pushes frames
-into the pipeline (which blocks on back-pressure: no frame is ever dropped from the traces). At
-the end every queued edge is served before the pipeline closes; a different number of edges and
-frames is reported in the summary (and by the runner as an ``imaging_frame_mismatch`` event).
+Each edge's board time goes into the pipeline's frame-clock map as it arrives on the board's
+reader thread; a feeder thread pushes the frames into the pipeline (which blocks on
+back-pressure: no frame is ever dropped from the traces). What waits between the two is a count
+(:class:`rig.runner.imaging_clock.FrameEdges`), so a board running far ahead of the frames costs
+no memory. At the end every frame whose edge arrived is served before the pipeline closes; a
+different number of edges and frames is reported in the summary (and by the runner as an
+``imaging_frame_mismatch`` event).
 RigSignals ``frame`` (latest registered frame), ``traces`` (ΔF/F per frame) and ``imaging``
 (statistics, at most every ``stats_interval_s``) are emitted from the pipeline thread.
 """
@@ -29,7 +32,6 @@ import collections
 import io
 import logging
 import math
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from rig.core.signals import RigSignals
+from rig.runner.imaging_clock import FrameEdges
 
 if TYPE_CHECKING:
     from acquisition.pipeline import FrameResult, ImagingPipeline
@@ -169,9 +172,6 @@ def synthetic_movie_frames(frame_rate_hz: float, max_session_s: float) -> int:
     return max(1, math.ceil(frame_rate_hz * (max_session_s + 60.0)))
 
 
-_STOP = object()
-
-
 class LiveImaging:
     """The imaging pipeline of one live session (see the module docstring).
 
@@ -208,10 +208,8 @@ class LiveImaging:
             self.n_movie_frames = synthetic_movie_frames(src.frame_rate_hz, max_session_s)
         self.pipeline: ImagingPipeline | None = None
         self._chosen: dict[str, Any] = {}
-        self._edges: queue.Queue[Any] = queue.Queue()
-        self.n_edges = 0
-        self._next_edge = 0  # next edge index the pipeline's clock list expects
-        self._edge_lock = threading.Lock()
+        # edges received vs frames served; ``qsize()`` is the backlog (a count, not a queue)
+        self._edges = FrameEdges()
         self._source: Any = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -270,23 +268,34 @@ class LiveImaging:
             rois=self.cfg.rois, warmup_frames=warmup, header=self.header(),
         )  # fmt: skip
         self.pipeline.on_result(self._on_result)
+        self._edges.attach(self.pipeline)
         self._source.__enter__()
         self.pipeline.start()
         target = self._feed_clocked if self.clocked else self._feed_free
         self._thread = threading.Thread(target=target, name="imaging-feeder", daemon=True)
         self._thread.start()
 
+    @property
+    def n_edges(self) -> int:
+        """Frame-clock edges received so far."""
+        return self._edges.n_received
+
+    @property
+    def edge_backlog(self) -> int:
+        """Edges received whose frames are not pushed yet."""
+        return self._edges.qsize()
+
     def on_frame_edge(self, index: int, t_us: int) -> None:
-        """A frame-clock edge (board reader thread): edge ``index`` at board time ``t_us``."""
-        self.n_edges += 1
-        self._edges.put((int(index), int(t_us)))
+        """A frame-clock edge (board reader thread): edge ``index`` at board time ``t_us``.
+        Never waits on the imaging: the time goes into the pipeline's clock map at once."""
+        self._edges.on_edge(int(index), int(t_us))
 
     def stop(self) -> dict[str, Any]:
         """Serve every edge received so far, close the pipeline (finishing ``imaging/``) and the
         source; returns the pipeline summary (empty if it never started)."""
         if self.pipeline is None:
             return {}
-        self._edges.put(_STOP)
+        self._edges.finish()
         self._stop.set()
         if not self.clocked and self._source is not None:
             self._source.close()  # wakes a source blocked on its next frame
@@ -297,6 +306,7 @@ class LiveImaging:
         finally:
             self._source.__exit__(None, None, None)
         self.summary["frame_clock_edges_received"] = self.n_edges
+        self.summary["frame_clock_backlog_max"] = self._edges.max_backlog
         lat = np.asarray(self._lat_ms, np.float64)
         for q in (50, 99):
             self.summary[f"live_latency_ms_p{q}"] = (
@@ -344,36 +354,18 @@ class LiveImaging:
         return self.pipeline.stats() if self.pipeline is not None else {}
 
     # ------------------------------------------------------------------ feeder threads
-    def _clock_edge(self, index: int, t_us: int) -> None:
-        """Give the pipeline edge ``index``; missed edges before it are marked -1."""
-        assert self.pipeline is not None
-        with self._edge_lock:
-            if index < self._next_edge:
-                return
-            missing = [-1] * (index - self._next_edge)
-            self.pipeline.push_frame_clock([*missing, t_us])
-            self._next_edge = index + 1
-
     def _feed_clocked(self) -> None:
-        """Frame k of the movie at edge k."""
+        """Frame k of the movie at edge k; frames of missed edges are skipped, not shifted."""
         assert self.pipeline is not None
         frames = iter(self._source)
-        next_frame = 0
         try:
-            while True:
-                item = self._edges.get()
-                if item is _STOP:
-                    return
-                k, t_us = item
-                self._clock_edge(k, t_us)
-                while next_frame < k:  # the host missed edges: keep frame k = edge k
-                    next(frames, None)
-                    next_frame += 1
-                got = next(frames, None)
-                if got is None:
-                    continue  # the movie is over: more edges than frames (reported at the end)
-                next_frame += 1
-                self._push(k, got[1], got[2])
+            while (todo := self._edges.take()) is not None:
+                first, stop, missed = todo
+                for k in range(first, stop):
+                    got = next(frames, None)  # None: the movie is over (reported at the end)
+                    if got is not None and not any(a <= k < b for a, b in missed):
+                        self._push(k, got[1], got[2])
+                    self._edges.frame_served(k)
         except BaseException as e:
             self.error = e
             log.exception("imaging feeder failed")
@@ -381,23 +373,16 @@ class LiveImaging:
     def _feed_free(self) -> None:
         """Frames as the source delivers them; edges map them to board time."""
         assert self.pipeline is not None
-        edge_thread = threading.Thread(target=self._drain_edges, daemon=True)
-        edge_thread.start()
         try:
             for k, t_s, frame in self._source:
                 if self._stop.is_set():
                     break
                 self._push(k, t_s, frame)
+                self._edges.frame_served(k)
         except BaseException as e:
             if not self._stop.is_set():
                 self.error = e
                 log.exception("imaging source failed")
-        finally:
-            edge_thread.join(timeout=10)
-
-    def _drain_edges(self) -> None:
-        while (item := self._edges.get()) is not _STOP:
-            self._clock_edge(*item)
 
     def _push(self, k: int, t_s: float, frame: np.ndarray) -> None:
         self._pushed_at[k] = time.perf_counter()
