@@ -34,6 +34,13 @@ from rig.runner.rotarod import run_rotarod_session
 from tasks.rotarod import RotarodParams, SimRotarodMouse, nominal_revolutions
 
 SPR = 3200
+SIM_YAML = Path(__file__).resolve().parents[1] / "hardware_configs" / "sim.yaml"
+
+
+@pytest.fixture
+def sim_config_path() -> Path:
+    # this module's own copy: it must not depend on which fixtures conftest.py happens to have
+    return SIM_YAML
 
 
 @pytest.fixture

@@ -134,7 +134,7 @@ static inline uint64_t tick_us();
 static void end_ramp(uint8_t reason) {
   running = false;
   STEP_PORT &= ~_BV(STEP_BIT);
-  ended_us = reason == 0 ? tick_us() : rod_now_us();
+  ended_us = reason == ROD_STOP_CUTOFF ? tick_us() : rod_now_us();
   ended_steps = steps;
   ended_reason = reason;
   ended_flag = true;
@@ -296,7 +296,7 @@ static inline void tick_body() {
       capture_speed(&report.speed);
       report_flag = true;
     }
-    if (k >= max_ticks) end_ramp(0);
+    if (k >= max_ticks) end_ramp(ROD_STOP_CUTOFF);
   }
   // each sensor kind every 4th tick (200 us resolution, far inside the 1 ms the fall time
   // needs): a busy lane loop costs ~250 cycles of the 800 in a tick
@@ -414,9 +414,9 @@ void rod_service() {
 
 uint16_t rod_late_steps() { return late_steps; }
 
-void rod_stop() {
+void rod_stop(uint8_t reason) {
   cli();
-  if (running) end_ramp(1);
+  if (running) end_ramp(reason);
   sei();
 }
 

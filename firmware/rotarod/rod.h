@@ -56,9 +56,15 @@ uint64_t rod_now_us();  // device clock, us since boot (Timer1, never wraps in p
 uint8_t rod_configure(const RodConfig *cfg);
 uint8_t rod_start(uint32_t start_mrpm, uint32_t end_mrpm, uint32_t ramp_ms, uint32_t max_ms);
 void rod_service();  // call from loop(): computes the next steps of the ramp
-uint16_t rod_late_steps();
-uint16_t rod_tick_overruns();  // ticks that started late because the previous one ran long  // steps that went out a tick late (the loop fell behind)
-void rod_stop();  // immediately: no further step pulse
+uint16_t rod_late_steps();     // steps that went out a tick late (the loop fell behind)
+uint16_t rod_tick_overruns();  // ticks that started late because the previous one ran long
+// Why a ramp ended (ROD_STOPPED's reason byte).
+enum {
+  ROD_STOP_CUTOFF = 0,       // max_ms reached
+  ROD_STOP_HOST = 1,         // STOP_ROD or RESET_SAFE
+  ROD_STOP_HOST_SILENT = 2,  // no host packet for host_timeout_ms (rotarod.ino)
+};
+void rod_stop(uint8_t reason);  // immediately: no further step pulse
 bool rod_running();
 uint32_t rod_measured_mrpm(const RodSpeed *s);
 uint32_t rod_nominal_mrpm(uint32_t tick);
@@ -66,5 +72,5 @@ uint32_t rod_nominal_mrpm(uint32_t tick);
 bool rod_take_started(uint64_t *t_us);
 bool rod_take_report(RodReport *r);
 bool rod_take_hit(RodHit *h);
-// reason: 0 = cutoff at max_ms, 1 = stopped by the host
+// reason: ROD_STOP_*
 bool rod_take_ended(uint64_t *t_us, uint32_t *steps, uint8_t *reason);

@@ -1,5 +1,6 @@
 // Accelerating rotarod firmware (Uno / Mega 2560): exact linear-rpm stepper ramp, up to 5 lanes
-// of debounced fall sensors, optional passive-rotation sensors, rod-speed reports at 20 Hz.
+// of debounced fall sensors, optional passive-rotation sensors, rod-speed reports at 20 Hz, and
+// a host-silence stop (a turning rod stops when the host has sent nothing for host_timeout_ms).
 // Wire protocol v1 (docs/protocol.md) with the rotarod packet types of docs/rotarod.md.
 // link.* and protocol.h are copies of the lever board's (the Arduino IDE compiles only the
 // sketch folder); rod.* is the real-time core.
@@ -8,7 +9,7 @@
 #include "rod.h"
 
 #define FW_MAJOR 1
-#define FW_MINOR 0
+#define FW_MINOR 1  // 1.1: SET_CONFIG host_timeout_ms, ROD_STOPPED reason 2
 #define FW_PATCH 0
 
 // rotarod packet types (docs/rotarod.md)
@@ -26,6 +27,13 @@ enum : uint8_t {
 static uint32_t ramp_count;
 static uint64_t next_heartbeat_us = 100000;
 static uint32_t start_mrpm, end_mrpm, ramp_ms, max_ms;
+
+// Host silence (docs/rotarod.md): SET_CONFIG's host_timeout_ms, as on the lever board. Off at
+// boot, unlike the lever board's 2000 ms: a 1.0 host never sends it nor heartbeats, and the
+// version rules promise that host a 1.x board it can still run; our host turns it on at connect.
+static uint16_t host_timeout_ms;
+static uint64_t last_host_us;  // when the last valid host packet was handled
+static bool host_timed_out;    // HEARTBEAT status bit3, until the next valid host packet
 
 static void send_hello() {
   static const char name[] = "rotarod";
@@ -65,6 +73,9 @@ static bool length_ok(uint8_t seq, uint8_t type, uint8_t n, uint8_t want) {
 }
 
 static void on_packet(uint8_t type, uint8_t seq, const uint8_t *body, uint8_t n) {
+  // any valid packet proves the host alive, whatever it asks (docs/protocol.md section 4)
+  last_host_us = rod_now_us();
+  host_timed_out = false;
   switch (type) {
     case CMD_GET_HELLO:
       if (!length_ok(seq, type, n, 1)) return;
@@ -78,10 +89,22 @@ static void on_packet(uint8_t type, uint8_t seq, const uint8_t *body, uint8_t n)
     case CMD_HOST_HEARTBEAT:
       if (length_ok(seq, type, n, 0)) ack(seq, type);
       return;
+    case CMD_SET_CONFIG: {
+      // max_valve_ms:u16 (ignored: the rod has no valve), host_timeout_ms:u16
+      if (!length_ok(seq, type, n, 4)) return;
+      uint16_t t = get_u16(body + 2);
+      if (t != 0 && (t < 100 || t > 60000)) {
+        nak(seq, type, ERR_BAD_VALUE, 2);
+        return;
+      }
+      host_timeout_ms = t;
+      ack(seq, type);
+      return;
+    }
     case CMD_RESET_SAFE:
     case CMD_STOP_ROD:
       if (!length_ok(seq, type, n, 0)) return;
-      rod_stop();
+      rod_stop(ROD_STOP_HOST);
       ack(seq, type);
       return;
     case CMD_ROD_CONFIG: {
@@ -187,7 +210,7 @@ static void send_events() {
     put_u16(b + 12, link_counters.lost);
     put_u16(b + 14, link_counters.tx_dropped);
     put_u16(b + 16, rod_tick_overruns() + rod_late_steps());
-    b[18] = turning ? 1 : 0;
+    b[18] = (turning ? 1 : 0) | (host_timed_out ? 8 : 0);
     put_u32(b + 19, ramp_count);
     b[23] = 0xFF;
     link_send(PKT_HEARTBEAT, b, sizeof b, true);
@@ -200,8 +223,19 @@ void setup() {
   send_hello();
 }
 
+// The host has been silent too long: stop a turning rod as STOP_ROD would (at once; the stepper
+// holds), with reason ROD_STOP_HOST_SILENT in ROD_STOPPED. Judged here, not in the tick: the
+// loop comes round within a packet's send time, and the tick has no cycles to spare.
+static void check_host_silence() {
+  if (host_timeout_ms == 0 || host_timed_out) return;
+  if (rod_now_us() - last_host_us <= (uint64_t)host_timeout_ms * 1000) return;
+  host_timed_out = true;
+  rod_stop(ROD_STOP_HOST_SILENT);
+}
+
 void loop() {
   rod_service();
   link_poll(on_packet);
+  check_host_silence();
   send_events();
 }

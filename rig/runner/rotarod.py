@@ -22,6 +22,9 @@ from typing import Any
 
 from rig.core.config import RigConfig, RotarodSim, RotarodSimavr
 from rig.core.devices.rotarod import (
+    STOP_CUTOFF,
+    STOP_HOST,
+    STOP_HOST_SILENT,
     LaneFall,
     PassiveRotation,
     RodSpeed,
@@ -105,6 +108,14 @@ def _software() -> dict[str, str]:
         return {}
 
 
+#: session-log event of each ROD_STOPPED reason
+STOP_EVENT = {
+    STOP_CUTOFF: "rotarod_cutoff",
+    STOP_HOST: "rotarod_stop",
+    STOP_HOST_SILENT: "rotarod_host_timeout",
+}
+
+
 def _event_from(msg: Message, trial: int, spr: int) -> Event | None:
     """The session-log event for a rod packet (``None`` for heartbeats)."""
     if isinstance(msg, RodStarted):
@@ -132,7 +143,7 @@ def _event_from(msg: Message, trial: int, spr: int) -> Event | None:
         }
         return Event(name, "rotarod", msg.t_us, trial=trial, data=data)
     if isinstance(msg, RodStopped):
-        name = "rotarod_cutoff" if msg.reason == 0 else "rotarod_stop"
+        name = STOP_EVENT.get(msg.reason, "rotarod_stop")
         return Event(name, "rotarod", msg.t_us, trial=trial, data={"revolutions": msg.steps / spr})
     return None
 
@@ -358,8 +369,16 @@ def _run_trial(
             stopped = msg
     if started is None:
         raise RotarodError(f"trial {trial}: the rod stopped without reporting its start")
+    if stopped.reason == STOP_HOST_SILENT:
+        # lanes still on the rod were neither timed out nor censored at max_s: no record is true
+        at_s = (stopped.t_us - started.t_us) / 1e6
+        raise RotarodError(
+            f"trial {trial}: the rotarod stopped itself {at_s:.3f} s into the ramp"
+            " because it heard nothing from this host for its host timeout"
+            " (host stalled or overloaded?); the trial is dropped"
+        )
     cutoff = None
-    if stopped.reason == 0:
+    if stopped.reason == STOP_CUTOFF:
         rpm = last_speed.rpm_mrpm / 1000 if last_speed is not None else None
         cutoff = LaneHit(stopped.t_us, rpm, stopped.steps / spr)
     return [

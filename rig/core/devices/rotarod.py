@@ -4,6 +4,10 @@
 (real board, firmware under simavr, or the Python simulated rod of ``rotarod_sim``), and a
 commercial rotarod with its own serial protocol would be another subclass. Events reach the
 caller through ``on_event`` callbacks, from the reader thread.
+
+Host silence: ``Rotarod.open`` sets the board's ``host_timeout_ms`` (SET_CONFIG, as on the lever
+board) and keeps the board fed with HOST_HEARTBEATs, so a turning rod stops by itself
+(ROD_STOPPED reason ``STOP_HOST_SILENT``) when this host stalls or dies, never while it is healthy.
 """
 
 from __future__ import annotations
@@ -31,11 +35,18 @@ from rig.core.protocol import (
     Packet,
     PacketEncoder,
     ResetSafe,
+    SetConfig,
     StreamDecoder,
 )
 
 ROTAROD_FIRMWARE_NAME = "rotarod"
-ROTAROD_FIRMWARE_VERSION = (1, 0, 0)
+ROTAROD_FIRMWARE_VERSION = (1, 1, 0)
+#: the first firmware that judges host silence (SET_CONFIG's host_timeout_ms)
+HOST_TIMEOUT_SINCE = (1, 1)
+#: ROD_STOPPED reasons
+STOP_CUTOFF, STOP_HOST, STOP_HOST_SILENT = 0, 1, 2
+#: HEARTBEAT status bits of the rotarod
+STATUS_TURNING, STATUS_HOST_TIMED_OUT = 0x01, 0x08
 FLASH_HINT = (
     "flash the rotarod firmware: make -C firmware upload SKETCH=rotarod BOARD=uno (or mega), "
     "or open firmware/rotarod/rotarod.ino in the Arduino IDE and upload it"
@@ -129,7 +140,7 @@ class PassiveRotation(Message):
 
 @dataclass(frozen=True, slots=True)
 class RodStopped(Message):
-    """0x54: stepping ended; ``reason`` 0 = cutoff at max_ms, 1 = host stop/reset."""
+    """0x54: stepping ended; ``reason``: 0 cutoff at max_ms, 1 host stop/reset, 2 host silent."""
 
     TYPE = 0x54
     FMT = "<QIB"
@@ -139,7 +150,8 @@ class RodStopped(Message):
 
 
 ROTAROD_HOST_TO_BOARD: dict[int, type[Message]] = {
-    c.TYPE: c for c in (GetHello, HostHeartbeat, ResetSafe, RodConfig, StartRamp, StopRod)
+    c.TYPE: c
+    for c in (GetHello, HostHeartbeat, SetConfig, ResetSafe, RodConfig, StartRamp, StopRod)
 }
 ROTAROD_BOARD_TO_HOST: dict[int, type[Message]] = {
     **BOARD_TO_HOST,
@@ -235,6 +247,13 @@ class Rotarod(RotarodAdapter):
         Longest wait for an ACK/NAK.
     on_raw : callable, optional
         Gets every received chunk with its host receive time (ns), for ``raw/rotarod.bin``.
+    host_timeout_ms : int
+        The board stops a turning rod after this long without a host packet (SET_CONFIG at
+        ``open``; 0 = off, else 100..60000 ms). Firmware before 1.1 has no such stop.
+    host_heartbeat_s : float
+        HOST_HEARTBEAT period, both in host time (a thread) and in board time (answering the
+        board's own heartbeats from the reader): the board clock of a simulated rod may run
+        far faster than the wall clock, and only board time counts for its timeout.
     """
 
     MAX_RPM: ClassVar[float] = 300.0
@@ -250,8 +269,19 @@ class Rotarod(RotarodAdapter):
         where: str = "rotarod",
         command_timeout_s: float = 2.0,
         on_raw: Callable[[bytes, int], None] | None = None,
+        host_timeout_ms: int = 2000,
+        host_heartbeat_s: float = 0.25,
     ) -> None:
         super().__init__()
+        if host_timeout_ms != 0 and not 100 <= host_timeout_ms <= 60_000:
+            raise ValueError(
+                f"host_timeout_ms must be 0 (off) or 100..60000, got {host_timeout_ms}"
+            )
+        if host_timeout_ms and not 0 < host_heartbeat_s * 1000 <= host_timeout_ms / 4:
+            raise ValueError(
+                f"host_heartbeat_s ({host_heartbeat_s}) must be > 0 and at most a quarter of "
+                f"host_timeout_ms ({host_timeout_ms} ms), so that one late beat cannot trip it"
+            )
         self.transport = transport
         self.n_lanes = n_lanes
         self.steps_per_rev = steps_per_rev
@@ -260,16 +290,21 @@ class Rotarod(RotarodAdapter):
         self.where = where
         self.command_timeout_s = command_timeout_s
         self.on_raw = on_raw
+        self.host_timeout_ms = host_timeout_ms
+        self.host_heartbeat_s = host_heartbeat_s
         self.decoder = StreamDecoder(ROTAROD_BOARD_TO_HOST)
         self._enc = PacketEncoder()
         self._replies: queue.Queue[Ack | Nak | Hello] = queue.Queue()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one command in flight
+        self._wlock = threading.Lock()  # sequence number + write, shared with the heartbeats
         self._stop = threading.Event()
-        self._reader: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._beating = False
+        self._beat_board_us: int | None = None  # board time of the last board-paced beat
         self.last_heartbeat: Heartbeat | None = None
         self.link_error: str | None = None
 
-    # ------------------------------------------------------------------ reader thread
+    # ------------------------------------------------------------------ threads
     def _read_loop(self) -> None:
         while not self._stop.is_set():
             try:
@@ -287,17 +322,43 @@ class Rotarod(RotarodAdapter):
                     continue
                 msg = item.msg
                 if isinstance(msg, Ack | Nak | Hello):
-                    self._replies.put(msg)
+                    if not (isinstance(msg, Ack) and msg.cmd_type == HostHeartbeat.TYPE):
+                        self._replies.put(msg)  # nobody waits for a heartbeat's ACK
                 elif isinstance(msg, Heartbeat):
                     self.last_heartbeat = msg
+                    self._beat_in_board_time(msg.t_us)
                     self._emit(msg)
                 else:
                     self._emit(msg)
 
-    def _command(self, msg: Message, want_hello: bool = False) -> Hello | None:
-        with self._lock:
+    def _beat_in_board_time(self, t_us: int) -> None:
+        """Answer the board's heartbeats every ``host_heartbeat_s`` of *board* time."""
+        if not self._beating:
+            return
+        last = self._beat_board_us
+        if last is None or t_us - last >= self.host_heartbeat_s * 1e6 or t_us < last:
+            self._beat_board_us = t_us
+            self._send_beat()
+
+    def _beat_loop(self) -> None:
+        # host time: keeps the board fed while the reader is busy (a slow disk under on_raw)
+        while not self._stop.wait(self.host_heartbeat_s):
+            self._send_beat()
+
+    def _send_beat(self) -> None:
+        # a dead link is the reader's to report; the board's timeout is what makes it safe
+        with contextlib.suppress(OSError, RigError):
+            self._write(HostHeartbeat())
+
+    def _write(self, msg: Message) -> int:
+        with self._wlock:
             seq, wire = self._enc.encode(msg)
             self.transport.write(wire)
+        return seq
+
+    def _command(self, msg: Message, want_hello: bool = False) -> Hello | None:
+        with self._lock:
+            seq = self._write(msg)
             deadline = time.monotonic() + self.command_timeout_s
             hello = None
             while True:
@@ -323,13 +384,17 @@ class Rotarod(RotarodAdapter):
                     )
                 return hello if want_hello else None
 
+    def _start_thread(self, fn: Callable[[], None], what: str) -> None:
+        t = threading.Thread(target=fn, name=f"rotarod-{what}", daemon=True)
+        self._threads.append(t)
+        t.start()
+
     # ------------------------------------------------------------------ API
     def open(self) -> Hello:
         if not getattr(self.transport, "is_open", True):
             self.transport.open()  # type: ignore[attr-defined]
         self._stop.clear()
-        self._reader = threading.Thread(target=self._read_loop, name="rotarod-reader", daemon=True)
-        self._reader.start()
+        self._start_thread(self._read_loop, "reader")
         hello = self._command(GetHello(PROTOCOL_VERSION), want_hello=True)
         if hello is None:
             raise RotarodError(f"{self.where}: GET_HELLO was ACKed without a HELLO")
@@ -345,6 +410,11 @@ class Rotarod(RotarodAdapter):
                 (1 << self.n_lanes) - 1,
             )
         )
+        if self.host_timeout_ms and (hello.fw_major, hello.fw_minor) >= HOST_TIMEOUT_SINCE:
+            # beat first: the board starts counting the moment it takes the timeout
+            self._beating = True
+            self._start_thread(self._beat_loop, "heartbeat")
+            self._command(SetConfig(0, self.host_timeout_ms))  # max_valve_ms: no valve here
         return hello
 
     def start_ramp(self, start_rpm: float, end_rpm: float, ramp_s: float, max_s: float) -> None:
@@ -367,10 +437,13 @@ class Rotarod(RotarodAdapter):
         self._command(StopRod())
 
     def heartbeat(self) -> None:
-        self._command(HostHeartbeat())
+        """One HOST_HEARTBEAT now (``open`` already keeps them coming; no ACK is awaited)."""
+        self._send_beat()
 
     def close(self) -> None:
         self._stop.set()
-        if self._reader is not None:
-            self._reader.join(timeout=2.0)
+        self._beating = False
+        for t in self._threads:
+            t.join(timeout=2.0)
+        self._threads.clear()
         self.transport.close()

@@ -5,7 +5,10 @@ reads COBS-framed packets from it exactly as from the firmware. The rod turns on
 clock: with ``time_scale=None`` a 300 s ramp is simulated as fast as the reader reads (for
 headless cohorts and tests); with ``time_scale=1.0`` it keeps pace with the wall clock.
 Falls and passive rotations come from whoever drives the lanes (the simulated mice of
-``tasks.rotarod``, via the runner): :meth:`schedule_lane`.
+``tasks.rotarod``, via the runner): :meth:`schedule_lane`. Host silence is judged as the
+firmware judges it: with SET_CONFIG's ``host_timeout_ms`` set, a turning rod stops (ROD_STOPPED
+reason 2) once no valid host packet has come for that long of rod time (of wall time when paced:
+the host's clock is the wall clock), and heartbeats carry status bit3 until the host speaks.
 """
 
 from __future__ import annotations
@@ -24,6 +27,11 @@ from rig.core.devices.rotarod import (
     ROTAROD_FIRMWARE_NAME,
     ROTAROD_FIRMWARE_VERSION,
     ROTAROD_HOST_TO_BOARD,
+    STATUS_HOST_TIMED_OUT,
+    STATUS_TURNING,
+    STOP_CUTOFF,
+    STOP_HOST,
+    STOP_HOST_SILENT,
     LaneFall,
     PassiveRotation,
     RodConfig,
@@ -45,6 +53,7 @@ from rig.core.protocol import (
     Packet,
     PacketEncoder,
     ResetSafe,
+    SetConfig,
     StreamDecoder,
 )
 from rig.core.transport import Transport, TransportClosed
@@ -100,6 +109,9 @@ class SimRotarodTransport(Transport):
         self._pending: list[tuple[int, int, str]] = []  # (t_rel_us, lane, "fall"|"passive")
         self._scheduled: list[tuple[int, int, str]] = []
         self.config = RodConfig(steps_per_rev, 5, 500, 0x1F, 0, 0x1F)
+        self.host_timeout_ms = 0  # off at boot, as the firmware's
+        self.host_timed_out = False
+        self._last_host_us = self.now_us
         with self._cv:
             self._send(self._hello())  # spontaneous HELLO, as the firmware after reset
 
@@ -116,9 +128,12 @@ class SimRotarodTransport(Transport):
         return self.time_scale is None
 
     def advance(self, seconds: float) -> None:
-        """Let virtual time pass with the rod idle (inter-trial intervals of a fast simulation)."""
+        """Let virtual time pass (an inter-trial interval, or a host that says nothing); a
+        turning rod turns meanwhile and its packets wait for the next ``read``."""
         with self._cv:
-            self.now_us += round(seconds * 1e6)
+            until_us = self.now_us + round(seconds * 1e6)
+            self._advance_ramp(until_us)
+            self.now_us = max(self.now_us, until_us)
 
     # ------------------------------------------------------------------ model
     def _hello(self) -> Hello:
@@ -143,8 +158,25 @@ class SimRotarodTransport(Transport):
         self._cv.notify_all()
 
     def _heartbeat(self) -> None:
-        running = 1 if self._ramp is not None else 0
-        self._send(Heartbeat(self.now_us, 0, 0, 0, 0, 0, running, self._n_ramps, 0xFF, 0), True)
+        deadline = self._silence_deadline_us()
+        if deadline is not None and self.now_us > deadline:
+            self.host_timed_out = True  # an idle rod times out too; nothing to stop
+        status = (STATUS_TURNING if self._ramp is not None else 0) | (
+            STATUS_HOST_TIMED_OUT if self.host_timed_out else 0
+        )
+        self._send(Heartbeat(self.now_us, 0, 0, 0, 0, 0, status, self._n_ramps, 0xFF, 0), True)
+
+    def _silence_deadline_us(self) -> int | None:
+        """Rod time at which the host will have been silent for ``host_timeout_ms``."""
+        if not self.host_timeout_ms or self.host_timed_out:
+            return None
+        scale = self.time_scale or 1.0  # paced: the host's clock is the wall clock
+        return self._last_host_us + round(self.host_timeout_ms * 1000 * scale)
+
+    def _end_ramp(self, reason: int) -> None:
+        self._send(RodStopped(self.now_us, self._steps(self.now_us), reason), True)
+        self._ramp = None
+        self._heartbeat()  # status bit0 = 0: the rod is still, even if STOPPED was lost
 
     def _revs(self, t_us: int) -> float:
         r = self._ramp
@@ -178,7 +210,10 @@ class SimRotarodTransport(Transport):
         r = self._ramp
         while r is not None and self.now_us < until_us:
             end_us = self._t0_us + r.max_ms * 1000
+            silent_us = self._silence_deadline_us()
             step_to = min(until_us, self._next_report_us, self._next_beat_us, end_us)
+            if silent_us is not None:
+                step_to = min(step_to, silent_us)
             for t_rel, lane, kind in sorted(self._scheduled):
                 t = self._t0_us + t_rel
                 if self.now_us < t <= step_to:
@@ -189,9 +224,13 @@ class SimRotarodTransport(Transport):
                     )
             self.now_us = step_to
             if self.now_us >= end_us:
-                self._send(RodStopped(self.now_us, self._steps(self.now_us), 0), True)
-                self._ramp = r = None
-                self._heartbeat()  # status bit0 = 0: the rod is still, even if STOPPED was lost
+                self._end_ramp(STOP_CUTOFF)
+                r = None
+                continue
+            if silent_us is not None and self.now_us >= silent_us:
+                self.host_timed_out = True
+                self._end_ramp(STOP_HOST_SILENT)
+                r = None
                 continue
             if self.now_us >= self._next_report_us:
                 t = self.now_us
@@ -203,7 +242,13 @@ class SimRotarodTransport(Transport):
                 self._next_beat_us += HEARTBEAT_PERIOD_US
 
     def _handle(self, seq: int, msg: Message) -> None:
-        if isinstance(msg, GetHello):
+        if isinstance(msg, SetConfig):
+            t = msg.host_timeout_ms  # max_valve_ms is ignored: the rod has no valve
+            if t != 0 and not 100 <= t <= 60_000:
+                self._send(Nak(seq, msg.TYPE, ErrorCode.BAD_VALUE, 2))
+                return
+            self.host_timeout_ms = t
+        elif isinstance(msg, GetHello):
             if msg.protocol_version != PROTOCOL_VERSION:
                 self._send(Nak(seq, msg.TYPE, ErrorCode.VERSION, PROTOCOL_VERSION))
                 return
@@ -232,9 +277,7 @@ class SimRotarodTransport(Transport):
             self._send(started, True)
             return
         elif isinstance(msg, StopRod | ResetSafe) and self._ramp is not None:
-            self._send(RodStopped(self.now_us, self._steps(self.now_us), 1), True)
-            self._ramp = None
-            self._heartbeat()
+            self._end_ramp(STOP_HOST)
         self._send(Ack(seq, msg.TYPE))
 
     # ------------------------------------------------------------------ ByteTransport
@@ -244,6 +287,9 @@ class SimRotarodTransport(Transport):
                 raise TransportClosed("simulated rotarod: closed")
             self._sync_clock()
             for item in self._dec.feed(data):
+                # any CRC-valid packet proves the host alive, as on the board
+                self._last_host_us = self.now_us
+                self.host_timed_out = False
                 if isinstance(item, Packet):
                     self._handle(item.seq, item.msg)
                 else:
@@ -277,6 +323,13 @@ class SimRotarodTransport(Transport):
                     # idle in virtual time: a heartbeat per wait, as the board sends every 100 ms
                     self.now_us += HEARTBEAT_PERIOD_US
                     self._heartbeat()
+            out = b"".join(self._out)
+            self._out.clear()
+            return out
+
+    def take_output(self) -> bytes:
+        """The bytes sent and not read yet, without letting time pass as ``read`` may."""
+        with self._cv:
             out = b"".join(self._out)
             self._out.clear()
             return out
