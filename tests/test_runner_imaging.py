@@ -80,7 +80,11 @@ class Counter:
 def session(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], Counter]:
     """One short simulated mixed session with live imaging (virtual clock)."""
     tmp = tmp_path_factory.mktemp("imaging")
-    runner = LeverRunner(_rig(tmp), "m1", "mixed", make_params("mixed", FAST_MIXED), speed=None)
+    # undriven: `rig replay --reprocess-imaging` regenerates the movie from its seed alone (a
+    # driven session also needs its recorded drives; tests/test_live_drive.py covers those)
+    runner = LeverRunner(
+        _rig(tmp), "m1", "mixed", make_params("mixed", FAST_MIXED), speed=None, imaging_drive=False
+    )
     counter = Counter(runner.signals)
     summary = runner.run()
     assert runner.session_dir is not None and summary["status"] == "complete"

@@ -22,29 +22,32 @@ Sign convention (shared with registration): frame content is displaced by ``(dy,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import scipy.fft as sfft
-from scipy import ndimage, signal, sparse
+from scipy import signal
 
 from acquisition.sources.base import FrameSource, FrameTuple
 from acquisition.sources.synthetic_model import (
+    CHUNK_FRAMES,
+    CalciumKernels,
+    LazyFrames,
+    Renderer,
     activity,
+    drive_burst,
     field_at,
-    field_dense,
     footprints,
-    knot_weights,
     lowpass_noise,
     motion,
     periodic_smooth_noise,
     place_cells,
 )
-
-_CHUNK_FRAMES = 16
 
 
 @dataclass
@@ -99,9 +102,15 @@ class SyntheticMovie:
         Count conversion: ``counts = dark_counts + gain_counts_per_photon * photons``.
     seed : int
         The seed it was made with.
-    lazy_frames : _LazyFrames or None
+    lazy_frames : LazyFrames or None
         With ``make_movie(..., render_frames=False)``, ``frames`` is empty and this renders
         them a chunk at a time, identical to the full render (same per-chunk seeds).
+    kernel_tau_decay_s, kernel_tau_rise_s, kernel_amp : np.ndarray
+        float64 ``(n_cells,)``: each cell's calcium kernel (ΔF/F per spike ``kernel_amp``).
+    drive_events : np.ndarray
+        float64 ``(n, 2)``: events that drove the responsive cells while the movie played
+        (:func:`apply_drive`), in order: event time (s from frame 0) and the first frame not yet
+        delivered when it was applied (the burst cannot start earlier).
     """
 
     frames: np.ndarray
@@ -125,7 +134,11 @@ class SyntheticMovie:
     dark_counts: float = 0.0
     gain_counts_per_photon: float = 1.0
     seed: int = 0
-    lazy_frames: _LazyFrames | None = field(default=None, repr=False, compare=False)
+    lazy_frames: LazyFrames | None = field(default=None, repr=False, compare=False)
+    kernel_tau_decay_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    kernel_tau_rise_s: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    kernel_amp: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    drive_events: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
 
     @property
     def n_cells(self) -> int:
@@ -135,19 +148,63 @@ class SyntheticMovie:
     def n_frames(self) -> int:
         return len(self.t_frame_s)
 
-    def save_truth(self, path: str | Path) -> Path:
+    def save_truth(self, path: str | Path | IO[bytes], n_frames: int | None = None) -> Path:
         """Write every field except ``frames`` to an ``.npz`` (the frames go to a TIFF).
 
-        Returns the path written. :func:`load_truth` reads it back.
+        ``n_frames`` keeps only the first frames of every per-frame field (a live session
+        saves the frames it played, not the whole movie it made). ``path`` may be an open
+        binary file. Returns the path written. :func:`load_truth` reads it back.
         """
-        path = Path(path)
+        T = self.n_frames if n_frames is None else max(0, min(int(n_frames), self.n_frames))
         arrays: dict[str, np.ndarray] = {}
         for name, value in vars(self).items():
             if name in ("frames", "lazy_frames") or value is None:
                 continue
-            arrays[name] = np.asarray(value)
+            a = np.asarray(value)
+            arrays[name] = a[:T] if name in _PER_FRAME else a
         np.savez_compressed(path, **arrays)  # type: ignore[arg-type]
+        if not isinstance(path, str | Path):
+            return Path(getattr(path, "name", ""))
+        path = Path(path)
         return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+
+
+#: Fields with one row per frame.
+_PER_FRAME = frozenset(
+    {"shifts_px", "f_true", "dff_true", "neuropil_true", "block_shifts_px", "f0_true", "spikes",
+     "baseline_mod", "t_frame_s"}
+)  # fmt: skip
+
+
+def apply_drive(movie: SyntheticMovie, t_event_s: float, first_frame: int) -> int:
+    """Drive the responsive cells with an event at ``t_event_s`` (s from frame 0).
+
+    Each fires a burst (:func:`acquisition.sources.synthetic_model.drive_burst`) whose calcium
+    transient is added to the truth (``spikes``, ``dff_true``, ``f_true``) and to what the
+    renderer draws, at ``first_frame`` and later only: frames before it may already have been
+    delivered. The event is appended to ``movie.drive_events``; its random draws depend only on
+    the seed and the event's place in that list, so applying the same list to a fresh movie
+    renders the same frames (a re-run of a live session). Neuropil does not follow the drive.
+
+    Returns the first frame whose content changed (``n_frames`` if none did).
+    """
+    T, fs = movie.n_frames, movie.frame_rate_hz
+    ordinal = len(movie.drive_events)
+    rng = np.random.default_rng([movie.seed, 0xD71E, ordinal])
+    cells, frames, counts = drive_burst(rng, movie.responsive, t_event_s, fs, first_frame, T)
+    kernels = CalciumKernels(movie.kernel_tau_decay_s, movie.kernel_tau_rise_s, movie.kernel_amp)
+    movie.drive_events = np.vstack([movie.drive_events, [[float(t_event_s), float(first_frame)]]])
+    changed = T
+    for c, t0, n in zip(cells.tolist(), frames.tolist(), counts.tolist(), strict=True):
+        # 20 decay constants: the rest of the transient is below float32 resolution
+        t1 = min(T, t0 + int(np.ceil(20 * kernels.tau_decay_s[c] * fs)) + 2)
+        d = n * kernels.response(c, t1 - t0, fs)
+        movie.spikes[t0, c] = min(255, int(movie.spikes[t0, c]) + n)
+        movie.dff_true[t0:t1, c] += d.astype(np.float32)
+        # f_true is the renderer's own array (shared): the frames rendered from now on show it
+        movie.f_true[t0:t1, c] += (movie.f0_true[t0:t1, c] * d).astype(np.float32)
+        changed = min(changed, t0 + 1)  # the kernel is 0 at the spike's own frame
+    return changed
 
 
 def load_truth(path: str | Path) -> dict[str, np.ndarray]:
@@ -184,6 +241,7 @@ def make_movie(
     bleach_tau_s: float = 1200.0,
     exact_poisson: bool = False,
     render_frames: bool = True,
+    drives: np.ndarray | None = None,
 ) -> SyntheticMovie:
     """Render a synthetic two-photon movie with its ground truth.
 
@@ -228,6 +286,9 @@ def make_movie(
         Draw exact Poisson noise (about 5x slower).
     render_frames : bool
         False leaves ``frames`` empty and sets ``lazy_frames`` (bounded memory for long movies).
+    drives : np.ndarray or None
+        float ``(n, 2)``: a live session's ``drive_events`` (event time s, first frame), applied
+        in order with :func:`apply_drive` before rendering, so the frames are the ones played.
 
     Returns
     -------
@@ -255,7 +316,7 @@ def make_movie(
     )
 
     # Temporal components.
-    spikes, dff, responsive = activity(rng, T, n_cells, fs, events_s, responsive_fraction)
+    spikes, dff, responsive, kernels = activity(rng, T, n_cells, fs, events_s, responsive_fraction)
     t_s = np.arange(T) / fs
     mod = np.exp(-t_s / bleach_tau_s) * (1 + 0.03 * lowpass_noise(rng, T, 10.0 * fs))
     f0_cell = brightness_photons * rng.lognormal(0.0, 0.25, size=n_cells)
@@ -290,40 +351,31 @@ def make_movie(
     foot_t = foot.T.tocsr()
     np_flat = neuropil_img.ravel().astype(np.float32)
     crop = np.s_[pad : pad + size_px, pad : pad + size_px]
-    renderer = _Renderer(
+    f_true = f.astype(np.float32)  # shared with the renderer: a drive changes both at once
+    renderer = Renderer(
         canvas=canvas, pad=pad, size_px=size_px, foot_t=foot_t if n_cells else None,
-        np_flat=np_flat, f=f.astype(np.float32), np_mod=(neuropil * mod).astype(np.float32),
+        np_flat=np_flat, f=f_true, np_mod=(neuropil * mod).astype(np.float32),
         shifts=shifts, field_knots=field_knots, line_phase_px=float(line_phase_px),
         noise=noise, exact_poisson=exact_poisson, dark_counts=dark_counts,
         gain=gain_counts_per_photon,
     )  # fmt: skip
-    lazy = _LazyFrames(renderer, T, seed)
-    if render_frames:
-        frames = np.empty((T, size_px, size_px), np.uint16)
+    lazy = LazyFrames(renderer, T, seed)
 
-        def render(k: int) -> None:
-            frames[k * _CHUNK_FRAMES : (k + 1) * _CHUNK_FRAMES] = lazy.chunk(k)
-
-        # numpy's FFT, RNG and ufuncs release the GIL, so threads use every core.
-        with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 8)) as pool:
-            list(pool.map(render, range(lazy.n_chunks)))
-    else:
-        frames = np.empty((0, size_px, size_px), np.uint16)
-
-    # Noise-free, motion-free mean image in counts.
+    # Noise-free, motion-free mean image in counts (before any drive: the reference is the
+    # movie's resting state).
     mean_phot = np.asarray(foot.T @ f.mean(axis=0)).ravel() + np_flat * float(
         (neuropil * mod).mean()
     )
     reference = dark_counts + gain_counts_per_photon * mean_phot.reshape(canvas, canvas)[crop]
 
-    return SyntheticMovie(
-        frames=frames,
+    movie = SyntheticMovie(
+        frames=np.empty((0, size_px, size_px), np.uint16),
         shifts_px=(shifts if block_shifts is None else block_shifts.mean(axis=(1, 2))).astype(
             np.float32
         ),
         reference=reference.astype(np.float32),
         masks=labels_canvas[crop].astype(np.int32),
-        f_true=f.astype(np.float32),
+        f_true=f_true,
         dff_true=dff.astype(np.float32),
         neuropil_true=neuropil.astype(np.float32),
         frame_rate_hz=fs,
@@ -340,95 +392,24 @@ def make_movie(
         dark_counts=float(dark_counts),
         gain_counts_per_photon=float(gain_counts_per_photon),
         seed=int(seed),
-        lazy_frames=None if render_frames else lazy,
+        lazy_frames=lazy,
+        kernel_tau_decay_s=kernels.tau_decay_s,
+        kernel_tau_rise_s=kernels.tau_rise_s,
+        kernel_amp=kernels.amp,
     )
+    for t_event_s, first in np.asarray(drives if drives is not None else [], float).reshape(-1, 2):
+        apply_drive(movie, float(t_event_s), int(first))
+    if render_frames:
+        frames = np.empty((T, size_px, size_px), np.uint16)
 
+        def render(k: int) -> None:
+            frames[k * CHUNK_FRAMES : (k + 1) * CHUNK_FRAMES] = lazy.chunk(k)
 
-@dataclass
-class _Renderer:
-    """Turns the model into uint16 frames, one chunk of frames at a time."""
-
-    canvas: int
-    pad: int
-    size_px: int
-    foot_t: sparse.csr_matrix | None  # (canvas**2, n_cells) footprints
-    np_flat: np.ndarray  # (canvas**2,) neuropil image
-    f: np.ndarray  # (T, n_cells) somatic photons
-    np_mod: np.ndarray  # (T,) neuropil_true * baseline_mod
-    shifts: np.ndarray  # (T, 2)
-    field_knots: np.ndarray | None  # (T, 3, 3, 2) non-rigid deviation
-    line_phase_px: float
-    noise: bool
-    exact_poisson: bool
-    dark_counts: float
-    gain: float
-
-    def render(self, t0: int, t1: int, rng: np.random.Generator) -> np.ndarray:
-        """Frames ``t0:t1`` as uint16 ``(t1 - t0, Y, X)``."""
-        n, canvas, size, pad = t1 - t0, self.canvas, self.size_px, self.pad
-        comp = self.np_flat[:, None] * self.np_mod[None, t0:t1]
-        if self.foot_t is not None:
-            comp += np.asarray(self.foot_t @ self.f[t0:t1].T, dtype=np.float32)
-        comp = np.ascontiguousarray(comp.T).reshape(n, canvas, canvas)
-        crop = np.s_[:, pad : pad + size, pad : pad + size]
-        if self.field_knots is not None:
-            phot = np.empty((n, size, size), np.float32)
-            gy, gx = np.mgrid[0:size, 0:size].astype(np.float32)
-            w = knot_weights(np.arange(size), size)
-            for i, t in enumerate(range(t0, t1)):
-                dyx = field_dense(self.field_knots[t], size, w) + self.shifts[t]
-                coords = [gy + pad - dyx[..., 0], gx + pad - dyx[..., 1]]
-                phot[i] = ndimage.map_coordinates(comp[i], coords, order=3, mode="grid-wrap")
-        else:
-            spec = sfft.rfft2(comp)
-            ky = sfft.fftfreq(canvas).astype(np.float32)[None, :, None]
-            kx = sfft.rfftfreq(canvas).astype(np.float32)[None, None, :]
-            dy = self.shifts[t0:t1, 0].astype(np.float32)[:, None, None]
-            dx = self.shifts[t0:t1, 1].astype(np.float32)[:, None, None]
-            # The phase ramp is separable: two small outer factors instead of a full-size exp.
-            spec *= np.exp(-2j * np.pi * ky * dy).astype(np.complex64)
-            spec *= np.exp(-2j * np.pi * kx * dx).astype(np.complex64)
-            phot = sfft.irfft2(spec, s=(canvas, canvas))[crop]
-        if self.line_phase_px:
-            odd = np.ascontiguousarray(phot[:, 1::2, :])
-            # The FOV is not periodic in x: shift odd lines on a mirrored row to avoid wrap.
-            ext = np.concatenate([odd, odd[..., ::-1]], axis=-1)
-            kxl = sfft.rfftfreq(ext.shape[-1]).astype(np.float32)
-            ramp = np.exp(-2j * np.pi * kxl * np.float32(self.line_phase_px)).astype(np.complex64)
-            line = sfft.irfft(sfft.rfft(ext, axis=-1) * ramp, n=ext.shape[-1], axis=-1)
-            phot[:, 1::2, :] = line[..., :size]
-        phot = np.clip(phot, 0, None)
-        if self.noise:
-            if self.exact_poisson:
-                phot = rng.poisson(phot).astype(np.float32)
-            else:
-                # Normal noise in the Anscombe (variance-stabilized) domain: non-negative and
-                # skewed like Poisson at a few photons, where a plain normal goes negative.
-                # Mean lambda, variance lambda + 1/2; a fifth of the cost of exact Poisson.
-                z = rng.standard_normal(phot.shape, dtype=np.float32)
-                z *= 0.5
-                z += np.sqrt(phot + 0.375)
-                np.square(z, out=z)
-                z -= 0.625
-                phot = np.maximum(z, 0.0, out=z)
-        counts = self.dark_counts + self.gain * phot
-        return np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
-
-
-class _LazyFrames:
-    """Chunk ``k`` (frames ``16k .. 16k + 15``) rendered on demand with its own child seed."""
-
-    def __init__(self, renderer: _Renderer, n_frames: int, seed: int) -> None:
-        self.renderer = renderer
-        self.n_frames = n_frames
-        self.n_chunks = -(-n_frames // _CHUNK_FRAMES)
-        # Each chunk its own seed: frames do not depend on thread count or render order.
-        self.seeds = np.random.SeedSequence([seed, 0x5E17]).spawn(self.n_chunks)
-
-    def chunk(self, k: int) -> np.ndarray:
-        t0 = k * _CHUNK_FRAMES
-        t1 = min(t0 + _CHUNK_FRAMES, self.n_frames)
-        return self.renderer.render(t0, t1, np.random.default_rng(self.seeds[k]))
+        # numpy's FFT, RNG and ufuncs release the GIL, so threads use every core.
+        with ThreadPoolExecutor(max_workers=min(os.cpu_count() or 1, 8)) as pool:
+            list(pool.map(render, range(lazy.n_chunks)))
+        movie.frames, movie.lazy_frames = frames, None
+    return movie
 
 
 # ---------------------------------------------------------------------------- source
@@ -442,11 +423,20 @@ class SyntheticSource(FrameSource):
         is rendered 16 frames at a time as it is played (bounded memory).
     paced : bool
         Deliver at ``frame_rate_hz``.
+
+    A streamed movie can be driven while it plays: :meth:`drive` (any thread) queues an event
+    and the playing thread applies it (:func:`apply_drive`) before the next frame, re-rendering
+    the current chunk's remaining frames if the burst reaches them. ``on_drive(t_event_s,
+    first_frame)`` is called (playing thread) for each event applied.
     """
 
     def __init__(self, movie: SyntheticMovie, paced: bool = False) -> None:
         super().__init__(paced=paced)
         self.truth = movie
+        self._drive_lock = threading.Lock()
+        self._pending: list[float] = []
+        self.on_drive: Callable[[float, int], None] | None = None
+        self.n_delivered = 0  # frames yielded so far
         self.shape = (int(movie.reference.shape[0]), int(movie.reference.shape[1]))
         self.dtype = np.dtype(np.uint16)
         self.frame_rate_hz = movie.frame_rate_hz
@@ -465,16 +455,43 @@ class SyntheticSource(FrameSource):
         movie = make_movie(n_frames, render_frames=not stream, **kwargs)  # type: ignore[arg-type]
         return cls(movie, paced=paced)
 
+    def drive(self, t_event_s: float) -> None:
+        """Drive the responsive cells with an event at ``t_event_s`` (s from frame 0); cheap and
+        non-blocking (it only queues it). Only a streamed movie can change as it plays."""
+        if self.truth.lazy_frames is None:
+            raise ValueError("a fully rendered synthetic movie cannot be driven live; make it "
+                             "with stream=True (render_frames=False)")  # fmt: skip
+        with self._drive_lock:
+            self._pending.append(float(t_event_s))
+
+    def _apply_pending(self, first_frame: int) -> int:
+        """Apply queued drives; returns the first frame they changed (``n_frames`` if none)."""
+        with self._drive_lock:
+            todo, self._pending = self._pending, []
+        changed = self.truth.n_frames
+        for t in todo:
+            changed = min(changed, apply_drive(self.truth, t, first_frame))
+            if self.on_drive is not None:
+                self.on_drive(t, first_frame)
+        return changed
+
     def _frames(self) -> Iterator[FrameTuple]:
         m = self.truth
         fs = m.frame_rate_hz
         if m.frames.shape[0] == m.n_frames:
             for i in range(m.n_frames):
+                self.n_delivered = i + 1
                 yield i, i / fs, m.frames[i]
             return
-        assert m.lazy_frames is not None
-        i = 0
-        for k in range(m.lazy_frames.n_chunks):
-            for frame in m.lazy_frames.chunk(k):
-                yield i, i / fs, frame
-                i += 1
+        lazy = m.lazy_frames
+        assert lazy is not None
+        for k in range(lazy.n_chunks):
+            t0 = k * CHUNK_FRAMES
+            chunk = lazy.chunk(k)
+            for i in range(t0, t0 + len(chunk)):
+                # a drive queued since the last frame changes frame i on: redo this chunk (the
+                # same child seed, so the frames already delivered would come out unchanged)
+                if self._pending and self._apply_pending(i) < t0 + len(chunk):
+                    chunk = lazy.chunk(k)
+                self.n_delivered = i + 1
+                yield i, i / fs, chunk[i - t0]

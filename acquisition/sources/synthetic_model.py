@@ -1,14 +1,20 @@
 """The ingredients of a synthetic movie: cell footprints, neuropil, activity, motion.
 
 Pure functions of a ``numpy.random.Generator``; :func:`acquisition.sources.synthetic.make_movie`
-calls them in a fixed order so a seed fixes the movie.
+calls them in a fixed order so a seed fixes the movie. :class:`Renderer` turns the model into
+frames, :class:`LazyFrames` a chunk at a time (each chunk with its own seed).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import scipy.fft as sfft
 from scipy import ndimage, signal, sparse
+
+#: Frames rendered at once by :class:`LazyFrames` (each chunk has its own child seed).
+CHUNK_FRAMES = 16
 
 
 # ---------------------------------------------------------------------------- spatial model
@@ -105,8 +111,9 @@ def activity(
     fs: float,
     events_s: np.ndarray | None,
     responsive_fraction: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Spikes ``(T, n)`` uint8, ΔF/F ``(T, n)`` float64 and the responsive flags ``(n,)``."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, CalciumKernels]:
+    """Spikes ``(T, n)`` uint8, ΔF/F ``(T, n)`` float64, the responsive flags ``(n,)`` and
+    each cell's calcium kernel."""
     rate_hz = rng.lognormal(np.log(0.15), 0.8, size=n_cells)
     spikes = rng.poisson(np.broadcast_to(rate_hz / fs, (n_frames, n_cells))).astype(np.int64)
     # Bursts: a fraction of spikes come as doublets/triplets, as in cortical pyramidal cells.
@@ -131,7 +138,53 @@ def activity(
         kern_peak = double_exp_peak(gd, gr)
         c = signal.lfilter([1.0], [1.0, -gd], s) - signal.lfilter([1.0], [1.0, -gr], s)
         dff[:, k] = amp[k] * c / kern_peak
-    return spikes.astype(np.uint8), dff, responsive
+    return spikes.astype(np.uint8), dff, responsive, CalciumKernels(tau_decay_s, tau_rise_s, amp)
+
+
+@dataclass
+class CalciumKernels:
+    """Per-cell ΔF/F response to one spike: ``amp * (gd**n - gr**n) / peak`` n frames after
+    it, ``gd = exp(-1 / (tau_decay_s * fs))``, ``gr`` likewise; float64 ``(n_cells,)`` each."""
+
+    tau_decay_s: np.ndarray
+    tau_rise_s: np.ndarray
+    amp: np.ndarray
+
+    def response(self, cell: int, n_frames: int, fs: float) -> np.ndarray:
+        """ΔF/F ``(n_frames,)`` float64 of cell ``cell`` at 0, 1, ... frames after one spike."""
+        gd = np.exp(-1 / (self.tau_decay_s[cell] * fs))
+        gr = np.exp(-1 / (self.tau_rise_s[cell] * fs))
+        n = np.arange(n_frames)
+        return np.asarray(self.amp[cell] * (gd**n - gr**n) / double_exp_peak(gd, gr))
+
+
+#: Drive bursts: latency after the event (s, normal, clipped) and spikes per responsive cell
+#: (1 + Poisson): M1 pyramidal cells fire a short burst ~100-200 ms after movement onset.
+DRIVE_LAG_S = (0.15, 0.05, 0.05, 0.4)
+DRIVE_EXTRA_SPIKES = 1.5
+
+
+def drive_burst(
+    rng: np.random.Generator,
+    responsive: np.ndarray,
+    t_event_s: float,
+    fs: float,
+    first_frame: int,
+    n_frames: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The burst each responsive cell fires after an event at ``t_event_s`` (s from frame 0).
+
+    Returns ``(cells, frames, counts)``, int64 ``(m,)`` each, only spikes inside the movie; a
+    spike that would fall before ``first_frame`` (frames already delivered) is moved to it, so
+    the burst is late rather than lost and the truth stays the kernel times the spikes.
+    """
+    cells = np.flatnonzero(responsive)
+    mean, sd, lo, hi = DRIVE_LAG_S
+    lag_s = rng.normal(mean, sd, size=len(cells)).clip(lo, hi)
+    counts = 1 + rng.poisson(DRIVE_EXTRA_SPIKES, size=len(cells))
+    frames = np.maximum(np.floor((t_event_s + lag_s) * fs).astype(np.int64), first_frame)
+    ok = (frames >= 0) & (frames < n_frames)
+    return cells[ok], frames[ok], counts[ok].astype(np.int64)
 
 
 def double_exp_peak(gd: float, gr: float) -> float:
@@ -196,3 +249,91 @@ def field_dense(knots: np.ndarray, size_px: int, w: np.ndarray | None = None) ->
     w32 = w.astype(np.float32)
     tmp = np.einsum("ijc,xj->ixc", knots.astype(np.float32), w32)
     return np.einsum("yi,ixc->yxc", w32, tmp)
+
+
+# ---------------------------------------------------------------------------- rendering
+@dataclass
+class Renderer:
+    """Turns the model into uint16 frames, one chunk of frames at a time."""
+
+    canvas: int
+    pad: int
+    size_px: int
+    foot_t: sparse.csr_matrix | None  # (canvas**2, n_cells) footprints
+    np_flat: np.ndarray  # (canvas**2,) neuropil image
+    f: np.ndarray  # (T, n_cells) somatic photons
+    np_mod: np.ndarray  # (T,) neuropil_true * baseline_mod
+    shifts: np.ndarray  # (T, 2)
+    field_knots: np.ndarray | None  # (T, 3, 3, 2) non-rigid deviation
+    line_phase_px: float
+    noise: bool
+    exact_poisson: bool
+    dark_counts: float
+    gain: float
+
+    def render(self, t0: int, t1: int, rng: np.random.Generator) -> np.ndarray:
+        """Frames ``t0:t1`` as uint16 ``(t1 - t0, Y, X)``."""
+        n, canvas, size, pad = t1 - t0, self.canvas, self.size_px, self.pad
+        comp = self.np_flat[:, None] * self.np_mod[None, t0:t1]
+        if self.foot_t is not None:
+            comp += np.asarray(self.foot_t @ self.f[t0:t1].T, dtype=np.float32)
+        comp = np.ascontiguousarray(comp.T).reshape(n, canvas, canvas)
+        crop = np.s_[:, pad : pad + size, pad : pad + size]
+        if self.field_knots is not None:
+            phot = np.empty((n, size, size), np.float32)
+            gy, gx = np.mgrid[0:size, 0:size].astype(np.float32)
+            w = knot_weights(np.arange(size), size)
+            for i, t in enumerate(range(t0, t1)):
+                dyx = field_dense(self.field_knots[t], size, w) + self.shifts[t]
+                coords = [gy + pad - dyx[..., 0], gx + pad - dyx[..., 1]]
+                phot[i] = ndimage.map_coordinates(comp[i], coords, order=3, mode="grid-wrap")
+        else:
+            spec = sfft.rfft2(comp)
+            ky = sfft.fftfreq(canvas).astype(np.float32)[None, :, None]
+            kx = sfft.rfftfreq(canvas).astype(np.float32)[None, None, :]
+            dy = self.shifts[t0:t1, 0].astype(np.float32)[:, None, None]
+            dx = self.shifts[t0:t1, 1].astype(np.float32)[:, None, None]
+            # The phase ramp is separable: two small outer factors instead of a full-size exp.
+            spec *= np.exp(-2j * np.pi * ky * dy).astype(np.complex64)
+            spec *= np.exp(-2j * np.pi * kx * dx).astype(np.complex64)
+            phot = sfft.irfft2(spec, s=(canvas, canvas))[crop]
+        if self.line_phase_px:
+            odd = np.ascontiguousarray(phot[:, 1::2, :])
+            # The FOV is not periodic in x: shift odd lines on a mirrored row to avoid wrap.
+            ext = np.concatenate([odd, odd[..., ::-1]], axis=-1)
+            kxl = sfft.rfftfreq(ext.shape[-1]).astype(np.float32)
+            ramp = np.exp(-2j * np.pi * kxl * np.float32(self.line_phase_px)).astype(np.complex64)
+            line = sfft.irfft(sfft.rfft(ext, axis=-1) * ramp, n=ext.shape[-1], axis=-1)
+            phot[:, 1::2, :] = line[..., :size]
+        phot = np.clip(phot, 0, None)
+        if self.noise:
+            if self.exact_poisson:
+                phot = rng.poisson(phot).astype(np.float32)
+            else:
+                # Normal noise in the Anscombe (variance-stabilized) domain: non-negative and
+                # skewed like Poisson at a few photons, where a plain normal goes negative.
+                # Mean lambda, variance lambda + 1/2; a fifth of the cost of exact Poisson.
+                z = rng.standard_normal(phot.shape, dtype=np.float32)
+                z *= 0.5
+                z += np.sqrt(phot + 0.375)
+                np.square(z, out=z)
+                z -= 0.625
+                phot = np.maximum(z, 0.0, out=z)
+        counts = self.dark_counts + self.gain * phot
+        return np.clip(np.rint(counts), 0, 65535).astype(np.uint16)
+
+
+class LazyFrames:
+    """Chunk ``k`` (frames ``16k .. 16k + 15``) rendered on demand with its own child seed."""
+
+    def __init__(self, renderer: Renderer, n_frames: int, seed: int) -> None:
+        self.renderer = renderer
+        self.n_frames = n_frames
+        self.n_chunks = -(-n_frames // CHUNK_FRAMES)
+        # Each chunk its own seed: frames do not depend on thread count or render order.
+        self.seeds = np.random.SeedSequence([seed, 0x5E17]).spawn(self.n_chunks)
+
+    def chunk(self, k: int) -> np.ndarray:
+        t0 = k * CHUNK_FRAMES
+        t1 = min(t0 + CHUNK_FRAMES, self.n_frames)
+        return self.renderer.render(t0, t1, np.random.default_rng(self.seeds[k]))

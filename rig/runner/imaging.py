@@ -41,6 +41,7 @@ import numpy as np
 
 from rig.core.signals import RigSignals
 from rig.runner.imaging_clock import FrameEdges
+from rig.runner.imaging_drive import PullDrive
 
 if TYPE_CHECKING:
     from acquisition.pipeline import FrameResult, ImagingPipeline
@@ -188,6 +189,10 @@ class LiveImaging:
         False: it plays at its own frame rate like a live source.
     stats_interval_s : float
         Least wall time between ``imaging`` signals.
+    drive : bool
+        Synthetic source: each pull's movement onset (board lever events given to
+        :meth:`on_board_event`) drives the movie's responsive cells
+        (:mod:`rig.runner.imaging_drive`). Ignored for other sources.
     """
 
     def __init__(
@@ -197,12 +202,15 @@ class LiveImaging:
         max_session_s: float,
         clocked: bool = True,
         stats_interval_s: float = 0.5,
+        drive: bool = True,
     ) -> None:
         self.cfg = cfg
         self.signals = signals
         self.stats_interval_s = stats_interval_s
         src = cfg.source
         self.clocked = clocked and src.kind == "synthetic"
+        self.drive = drive and src.kind == "synthetic"
+        self._drive: PullDrive | None = None
         self.n_movie_frames: int | None = None
         if src.kind == "synthetic":
             self.n_movie_frames = synthetic_movie_frames(src.frame_rate_hz, max_session_s)
@@ -269,6 +277,8 @@ class LiveImaging:
         )  # fmt: skip
         self.pipeline.on_result(self._on_result)
         self._edges.attach(self.pipeline)
+        if self.drive:
+            self._drive = PullDrive(self._source, rate, sink, self._edges)
         self._source.__enter__()
         self.pipeline.start()
         target = self._feed_clocked if self.clocked else self._feed_free
@@ -290,6 +300,11 @@ class LiveImaging:
         Never waits on the imaging: the time goes into the pipeline's clock map at once."""
         self._edges.on_edge(int(index), int(t_us))
 
+    def on_board_event(self, name: str, t_us: int) -> None:
+        """A board event (reader thread): pulls drive a synthetic movie (``drive``)."""
+        if self._drive is not None:
+            self._drive.on_event(name, t_us)
+
     def stop(self) -> dict[str, Any]:
         """Serve every edge received so far, close the pipeline (finishing ``imaging/``) and the
         source; returns the pipeline summary (empty if it never started)."""
@@ -305,6 +320,13 @@ class LiveImaging:
             self.summary = self.pipeline.close()
         finally:
             self._source.__exit__(None, None, None)
+        if self._drive is not None:
+            self._drive.save_truth()
+            self.summary["synthetic_drive"] = {
+                "pulls": self._drive.n_pulls,
+                "applied": len(self._source.truth.drive_events),
+                "before_first_edge": self._drive.n_unmapped,
+            }
         self.summary["frame_clock_edges_received"] = self.n_edges
         self.summary["frame_clock_backlog_max"] = self._edges.max_backlog
         lat = np.asarray(self._lat_ms, np.float64)

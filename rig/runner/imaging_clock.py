@@ -37,6 +37,8 @@ class FrameEdges:
         self._missed: collections.deque[tuple[int, int]] = collections.deque()  # [a, b) ranges
         self.served = 0  # frames the feeder has dealt with (pushed, or skipped for a missed edge)
         self.max_backlog = 0
+        #: (index, board time µs) of the highest edge received, None before the first
+        self.last_edge: tuple[int, int] | None = None
         self._finished = False
 
     # ------------------------------------------------------------------ reader thread
@@ -51,6 +53,7 @@ class FrameEdges:
             if index > self.next_edge:
                 self._missed.append((self.next_edge, index))
             self.next_edge = index + 1
+            self.last_edge = (int(index), int(t_us))
             self.max_backlog = max(self.max_backlog, self.next_edge - self.served)
             if self._pipeline is not None:
                 self._pipeline.push_frame_clock(times)

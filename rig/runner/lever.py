@@ -90,6 +90,9 @@ class LeverRunner:
         source's frame rate when imaging runs, else no frame clock.
     imaging : bool
         Run the imaging pipeline when the rig config has an ``imaging`` section.
+    imaging_drive : bool
+        Synthetic imaging source: each pull's movement onset drives the movie's responsive
+        cells (``rig.runner.imaging_drive``); False plays the movie undriven.
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class LeverRunner:
         mouse: Any = None,
         frame_clock_hz: float | None = None,
         imaging: bool = True,
+        imaging_drive: bool = True,
     ) -> None:
         self.rig = rig
         self.subject_id = subject_id
@@ -116,6 +120,7 @@ class LeverRunner:
         self.frame_clock_hz = frame_clock_hz
         self._mouse_override = mouse
         self._want_imaging = imaging
+        self._imaging_drive = imaging_drive  # imaging wiring: see rig/runner/imaging_drive.py
         self.task: LeverTask | None = None
         self.book: TrialBook | None = None
         self.conn: ConnectedBoard | None = None
@@ -159,8 +164,9 @@ class LeverRunner:
             # a synthetic movie follows the simulated board's frame clock; other boards have
             # no clock to give it, so it plays at its own rate
             self.imaging = LiveImaging(
-                self.rig.imaging, self.signals, self._max_session_s(), clocked=lb.driver == "sim"
-            )
+                self.rig.imaging, self.signals, self._max_session_s(), clocked=lb.driver == "sim",
+                drive=self._imaging_drive,
+            )  # fmt: skip
             if self.imaging.clocked:
                 clock_hz, clock_frames = self.imaging.frame_clock_hz, self.imaging.n_movie_frames
         self.frame_clock_hz = clock_hz
@@ -428,6 +434,10 @@ class LeverRunner:
             self.book.tag_event(ev)
         if ev.name == "frame" and self.imaging is not None and ev.t_device_us is not None:
             self.imaging.on_frame_edge(ev.frame if ev.frame is not None else -1, ev.t_device_us)
+        # imaging wiring (rig/runner/imaging_drive.py): the lever events let the pulls drive a
+        # synthetic movie's responsive cells; LiveImaging ignores them for other sources
+        elif self.imaging is not None and ev.t_device_us is not None:
+            self.imaging.on_board_event(ev.name, ev.t_device_us)
         self.recorder.event(ev)
 
     def _on_lever(self, t_us: np.ndarray, counts: np.ndarray) -> None:
