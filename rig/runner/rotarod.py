@@ -37,9 +37,10 @@ from rig.core.devices.rotarod import (
 from rig.core.devices.rotarod_sim import SimavrRotarodTransport, SimRotarodTransport
 from rig.core.errors import RigError
 from rig.core.events import Event
-from rig.core.protocol import Heartbeat, Message
+from rig.core.protocol import Message
 from rig.core.signals import RigSignals
 from rig.core.store import SessionMeta, SessionWriter
+from rig.runner.rotarod_ramp import RampTracker
 from tasks.rotarod import (
     CohortMetrics,
     LaneHit,
@@ -99,6 +100,23 @@ def make_rotarod(
     )
     rod.name = cfg.name
     return rod, sim
+
+
+class Inbox(queue.Queue[Message]):
+    """The rod's packets for the runner; ``on_drained`` runs when every one taken is handled.
+
+    The runner calls ``task_done`` after handling each packet. A simulated rod in virtual time
+    waits on that (``SimRotarodTransport.host_busy``) before it moves on.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on_drained: Callable[[], None] | None = None
+
+    def task_done(self) -> None:
+        super().task_done()
+        if self.on_drained is not None and self.unfinished_tasks == 0:
+            self.on_drained()
 
 
 def _software() -> dict[str, str]:
@@ -200,8 +218,14 @@ def run_rotarod_session(
     if mice and sim is None:
         raise RigError("simulated mice need a simulated rod (rotarod driver: sim or simavr)")
     stop = stop or threading.Event()
-    inbox: queue.Queue[Message] = queue.Queue()
+    inbox = Inbox()
     rod.on_event.append(inbox.put)
+    if sim is not None and sim.virtual_time:
+        # the rod in virtual time moves on only once the runner has handled what it sent, so a
+        # STOP_ROD lands at the same rod time however the threads are scheduled
+        # (a command in flight needs the rod to move on: stepped simavr answers as it steps)
+        sim.host_busy = lambda: inbox.unfinished_tasks > 0 and not rod.awaiting_reply
+        inbox.on_drained = sim.wake
     meta = SessionMeta(
         subject_id=group,
         task=TASK_NAME,
@@ -313,16 +337,31 @@ def _run_trial(
     """
     log(Event("trial_start", "host", trial=trial, data={"day": day, "type": "rotarod"}))
     rod.start_ramp(params.start_rpm, params.end_rpm, params.ramp_s, params.max_s)
-    started: RodStarted | None = None
-    last_speed: RodSpeed | None = None
-    stopped: RodStopped | None = None
+    ramp = RampTracker(params, trial)
     falls: dict[int, list[LaneHit]] = {lane: [] for lane in range(len(subjects))}
     passive: dict[int, list[LaneHit]] = {lane: [] for lane in range(len(subjects))}
-    stop_sent = False
-    still = 0  # consecutive heartbeats reporting a still rod
     deadline = time.monotonic() + timeout_s
     spr = rod.steps_per_rev
-    while stopped is None:
+
+    def take(msg: Message) -> None:
+        ev = _event_from(msg, trial, spr)
+        # speed on record at 10 Hz (every other 20 Hz report; raw/rotarod.bin keeps them all):
+        # an event costs ~0.3 ms to write, and a 7-day cohort makes 67 000 reports
+        if ev is not None and not (isinstance(msg, RodSpeed) and _odd_report(msg, ramp.started)):
+            log(ev)
+        for inferred in ramp.feed(msg):
+            log(inferred)
+        if isinstance(msg, LaneFall | PassiveRotation) and msg.lane in falls:
+            hit = LaneHit(msg.t_us, msg.rpm_mrpm / 1000, msg.steps / spr)
+            (falls if isinstance(msg, LaneFall) else passive)[msg.lane].append(hit)
+            done = all(
+                falls[lane] or (params.passive_rotation_is_fall and passive[lane]) for lane in falls
+            )
+            if done and not ramp.stop_sent:
+                rod.stop()  # every mouse is down: no need to run the rod to the cutoff
+                ramp.stop_sent = True
+
+    while ramp.stopped is None:
         if stop.is_set():
             rod.stop()
             log(Event("trial_aborted", "host", trial=trial))
@@ -333,40 +372,11 @@ def _run_trial(
             msg = inbox.get(timeout=0.2)
         except queue.Empty:
             continue
-        ev = _event_from(msg, trial, spr)
-        # speed on record at 10 Hz (every other 20 Hz report; raw/rotarod.bin keeps them all):
-        # an event costs ~0.3 ms to write, and a 7-day cohort makes 67 000 reports
-        if ev is not None and not (isinstance(msg, RodSpeed) and _odd_report(msg, started)):
-            log(ev)
-        if isinstance(msg, RodStarted):
-            started = msg
-        elif isinstance(msg, RodSpeed):
-            last_speed = msg
-            if started is None:  # ROD_STARTED was lost (CRC error, dropped byte)
-                started = _infer_start(msg, params)
-                log(Event("rotarod_start_inferred", "host", started.t_us, trial=trial))
-        elif isinstance(msg, Heartbeat) and started is not None and msg.t_us > started.t_us:
-            # two heartbeats (100 ms apart) saying the rod is still: ROD_STOPPED was lost
-            still = still + 1 if not msg.status & 1 else 0
-            if still == 2:
-                reason = 1 if stop_sent else 0
-                steps = last_speed.steps if last_speed is not None else 0
-                t_end = msg.t_us if stop_sent else started.t_us + round(params.max_s * 1e6)
-                stopped = RodStopped(t_end, steps, reason)
-                log(
-                    Event("rotarod_stop_inferred", "host", msg.t_us, trial, data={"reason": reason})
-                )
-        elif isinstance(msg, LaneFall | PassiveRotation) and msg.lane in falls:
-            hit = LaneHit(msg.t_us, msg.rpm_mrpm / 1000, msg.steps / spr)
-            (falls if isinstance(msg, LaneFall) else passive)[msg.lane].append(hit)
-            done = all(
-                falls[lane] or (params.passive_rotation_is_fall and passive[lane]) for lane in falls
-            )
-            if done and not stop_sent:
-                rod.stop()  # every mouse is down: no need to run the rod to the cutoff
-                stop_sent = True
-        elif isinstance(msg, RodStopped):
-            stopped = msg
+        try:
+            take(msg)
+        finally:
+            inbox.task_done()  # the rod in virtual time waits for this (``Inbox``)
+    started, stopped, last_speed = ramp.started, ramp.stopped, ramp.last_speed
     if started is None:
         raise RotarodError(f"trial {trial}: the rod stopped without reporting its start")
     if stopped.reason == STOP_HOST_SILENT:
@@ -402,24 +412,6 @@ def _odd_report(speed: RodSpeed, started: RodStarted | None) -> bool:
     if started is None:
         return False
     return round((speed.t_us - started.t_us) / 50_000) % 2 == 1
-
-
-def _infer_start(speed: RodSpeed, params: RotarodParams) -> RodStarted:
-    """Ramp start from a speed report when ROD_STARTED was lost.
-
-    Reports come every 50 ms from the start, so the start is ``t_us - k * 50 ms``; ``k`` follows
-    from the report's nominal speed (exact while the rod accelerates).
-    """
-    span = params.end_rpm - params.start_rpm
-    t_rel_s = (speed.nominal_mrpm / 1000 - params.start_rpm) / span * params.ramp_s if span else 0
-    k = max(1, round(t_rel_s / 0.05))
-    ms = (round(params.ramp_s * 1000), round(params.max_s * 1000))
-    return RodStarted(
-        speed.t_us - k * 50_000,
-        round(params.start_rpm * 1000),
-        round(params.end_rpm * 1000),
-        *ms,
-    )
 
 
 def run_cohort(

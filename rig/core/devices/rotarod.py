@@ -205,6 +205,11 @@ class RotarodAdapter(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    @property
+    def awaiting_reply(self) -> bool:
+        """A command is in flight (sent, its answer not in yet)."""
+        return False
+
     def safe_state(self) -> None:
         """The rod stopped. Never raises: called on every exit path, also after errors."""
         # a dead link is already safe enough: the board stops by itself at the cutoff
@@ -383,6 +388,10 @@ class Rotarod(RotarodAdapter):
                         f"detail {reply.detail} (docs/protocol.md section 4, docs/rotarod.md)"
                     )
                 return hello if want_hello else None
+
+    @property
+    def awaiting_reply(self) -> bool:
+        return self._lock.locked()
 
     def _start_thread(self, fn: Callable[[], None], what: str) -> None:
         t = threading.Thread(target=fn, name=f"rotarod-{what}", daemon=True)

@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -112,6 +113,11 @@ class SimRotarodTransport(Transport):
         self.host_timeout_ms = 0  # off at boot, as the firmware's
         self.host_timed_out = False
         self._last_host_us = self.now_us
+        # Virtual time only: while this returns True a turning rod does not move on, because the
+        # host has not yet handled what the rod already sent. Without it the reader thread runs
+        # the rod ahead of the runner by however far the scheduler lets it, and a STOP_ROD lands
+        # at a rod time that depends on thread timing. Call ``wake`` when it turns False.
+        self.host_busy: Callable[[], bool] | None = None
         with self._cv:
             self._send(self._hello())  # spontaneous HELLO, as the firmware after reset
 
@@ -314,7 +320,7 @@ class SimRotarodTransport(Transport):
                 raise TransportClosed("simulated rotarod: closed")
             if self.time_scale is not None:
                 self._sync_clock()
-            elif not self._out and self._ramp is not None:
+            elif not self._out and self._ramp is not None and not self._host_is_busy():
                 # half a second of rod time per read: fewer, larger reads for the reader thread
                 self._advance_ramp(self.now_us + 10 * REPORT_PERIOD_US)
             if not self._out and not self._closed:
@@ -326,6 +332,14 @@ class SimRotarodTransport(Transport):
             out = b"".join(self._out)
             self._out.clear()
             return out
+
+    def _host_is_busy(self) -> bool:
+        return self.host_busy is not None and self.host_busy()
+
+    def wake(self) -> None:
+        """The host has caught up (see ``host_busy``): let a waiting ``read`` run the rod on."""
+        with self._cv:
+            self._cv.notify_all()
 
     def take_output(self) -> bytes:
         """The bytes sent and not read yet, without letting time pass as ``read`` may."""
@@ -393,6 +407,9 @@ class SimavrRotarodTransport(Transport):
         self._backlog = b""
         self._frame = bytearray()
         self._frame_t: float | None = None
+        # as SimRotarodTransport.host_busy: stepped, simulated time waits for the runner
+        self.host_busy: Callable[[], bool] | None = None
+        self._woken = threading.Event()
 
     def open(self) -> None:
         from rig.core.simavr import AvrSim, ensure_built
@@ -440,6 +457,7 @@ class SimavrRotarodTransport(Transport):
     def write(self, data: bytes) -> None:
         with self._lock:
             self._board().tx(data)
+        self._woken.set()  # a command needs steps to be answered: see ``host_busy``
 
     def read(self, timeout_s: float = 0.05) -> bytes:
         with self._lock:
@@ -452,7 +470,26 @@ class SimavrRotarodTransport(Transport):
                 if ahead_s > 0:
                     time.sleep(min(ahead_s, timeout_s))  # pacing a simulator, not a test wait
                     return b""
+            elif self._wait_for_host(timeout_s):
+                return b""
             return self._step(avr)
+
+    def _wait_for_host(self, timeout_s: float) -> bool:
+        """True (after waiting up to ``timeout_s`` for ``wake``) while the host is busy."""
+        if self.host_busy is None or not self.host_busy():
+            return False
+        self._woken.clear()
+        if self.host_busy():  # still busy after the clear: a wake from now on is not missed
+            self._lock.release()  # the runner may write (STOP_ROD) meanwhile
+            try:
+                self._woken.wait(timeout_s)
+            finally:
+                self._lock.acquire()
+        return True
+
+    def wake(self) -> None:
+        """The host has caught up (see ``host_busy``): let a waiting ``read`` step on."""
+        self._woken.set()
 
     def _step(self, avr: AvrSim) -> bytes:
         """Run one step; watch the board's packets for its clock and for ramp starts."""
