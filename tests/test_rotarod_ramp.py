@@ -26,7 +26,8 @@ from rig.core.devices.rotarod import (
 )
 from rig.core.events import Event
 from rig.core.protocol import Heartbeat, Hello, Message
-from rig.runner.rotarod import Inbox, _run_trial
+from rig.runner.rotarod import _run_trial
+from rig.runner.rotarod_devices import Inbox
 from rig.runner.rotarod_ramp import STOP_GRACE_US, RampTracker
 from tasks.rotarod import RotarodParams
 

@@ -20,27 +20,25 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from rig.core.config import RigConfig, RotarodSim, RotarodSimavr
+from rig.core.config import RigConfig
 from rig.core.devices.rotarod import (
     STOP_CUTOFF,
-    STOP_HOST,
     STOP_HOST_SILENT,
     LaneFall,
     PassiveRotation,
     RodSpeed,
-    RodStarted,
-    RodStopped,
     Rotarod,
     RotarodAdapter,
     RotarodError,
 )
-from rig.core.devices.rotarod_sim import SimavrRotarodTransport, SimRotarodTransport
+from rig.core.devices.rotarod_sim import SimavrRotarodTransport
 from rig.core.errors import RigError
 from rig.core.events import Event
 from rig.core.protocol import Message
 from rig.core.signals import RigSignals
 from rig.core.store import SessionMeta, SessionWriter
-from rig.runner.rotarod_ramp import RampTracker
+from rig.runner.rotarod_devices import SimulatedRod, make_rotarod, open_inbox
+from rig.runner.rotarod_ramp import RampTracker, event_from, odd_report
 from tasks.rotarod import (
     CohortMetrics,
     LaneHit,
@@ -65,105 +63,11 @@ class RotarodSessionResult:
     reason: str = ""
 
 
-SimulatedRod = SimRotarodTransport | SimavrRotarodTransport
-
-
-def make_rotarod(
-    rig: RigConfig, *, realtime: bool = False, transport: Any = None
-) -> tuple[RotarodAdapter, SimulatedRod | None]:
-    """The rig's rotarod driver, and the simulated rod behind it (``driver: sim`` or ``simavr``).
-
-    ``transport`` overrides the one the config implies.
-    """
-    cfg = rig.rotarod
-    if cfg is None:
-        raise RigError(f"rig {rig.name!r} has no rotarod section in its config")
-    sim = transport if isinstance(transport, SimulatedRod) else None
-    if transport is None:
-        if isinstance(cfg, RotarodSim):
-            sim = SimRotarodTransport(cfg.rod.steps_per_rev, time_scale=1.0 if realtime else None)
-            transport = sim
-        elif isinstance(cfg, RotarodSimavr):
-            sim = SimavrRotarodTransport(firmware=cfg.firmware, realtime=cfg.realtime and realtime)
-            transport = sim
-        else:
-            from rig.core.transport import SerialTransport
-
-            transport = SerialTransport(cfg.port, cfg.baud)
-    rod = Rotarod(
-        transport,
-        n_lanes=cfg.lanes,
-        steps_per_rev=cfg.rod.steps_per_rev,
-        debounce_ms=cfg.fall_debounce_ms,
-        passive_lanes_mask=(1 << cfg.lanes) - 1,
-        where=getattr(cfg, "port", cfg.driver),
-    )
-    rod.name = cfg.name
-    return rod, sim
-
-
-class Inbox(queue.Queue[Message]):
-    """The rod's packets for the runner; ``on_drained`` runs when every one taken is handled.
-
-    The runner calls ``task_done`` after handling each packet. A simulated rod in virtual time
-    waits on that (``SimRotarodTransport.host_busy``) before it moves on.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.on_drained: Callable[[], None] | None = None
-
-    def task_done(self) -> None:
-        super().task_done()
-        if self.on_drained is not None and self.unfinished_tasks == 0:
-            self.on_drained()
-
-
 def _software() -> dict[str, str]:
     try:
         return {"motor-rig": version("motor-rig")}
     except PackageNotFoundError:  # pragma: no cover - not installed
         return {}
-
-
-#: session-log event of each ROD_STOPPED reason
-STOP_EVENT = {
-    STOP_CUTOFF: "rotarod_cutoff",
-    STOP_HOST: "rotarod_stop",
-    STOP_HOST_SILENT: "rotarod_host_timeout",
-}
-
-
-def _event_from(msg: Message, trial: int, spr: int) -> Event | None:
-    """The session-log event for a rod packet (``None`` for heartbeats)."""
-    if isinstance(msg, RodStarted):
-        data: dict[str, Any] = {
-            "start_rpm": msg.start_mrpm / 1000,
-            "end_rpm": msg.end_mrpm / 1000,
-            "ramp_s": msg.ramp_ms / 1000,
-            "max_s": msg.max_ms / 1000,
-        }
-        return Event("rotarod_start", "rotarod", msg.t_us, trial=trial, data=data)
-    if isinstance(msg, RodSpeed):
-        data = {
-            "rpm_measured": msg.rpm_mrpm / 1000,
-            "rpm_nominal": msg.nominal_mrpm / 1000,
-            "revolutions": msg.steps / spr,
-        }
-        return Event("rotarod_rpm", "rotarod", msg.t_us, trial=trial, data=data)
-    if isinstance(msg, LaneFall | PassiveRotation):
-        name = "rotarod_fall" if isinstance(msg, LaneFall) else "rotarod_passive_rotation"
-        data = {
-            "lane": msg.lane,
-            "rpm_measured": msg.rpm_mrpm / 1000,
-            "rpm_nominal": msg.nominal_mrpm / 1000,
-            "revolutions": msg.steps / spr,
-        }
-        return Event(name, "rotarod", msg.t_us, trial=trial, data=data)
-    if isinstance(msg, RodStopped):
-        name = STOP_EVENT.get(msg.reason, "rotarod_stop")
-        return Event(name, "rotarod", msg.t_us, trial=trial, data={"revolutions": msg.steps / spr})
-    return None
 
 
 def run_rotarod_session(
@@ -218,14 +122,7 @@ def run_rotarod_session(
     if mice and sim is None:
         raise RigError("simulated mice need a simulated rod (rotarod driver: sim or simavr)")
     stop = stop or threading.Event()
-    inbox = Inbox()
-    rod.on_event.append(inbox.put)
-    if sim is not None and sim.virtual_time:
-        # the rod in virtual time moves on only once the runner has handled what it sent, so a
-        # STOP_ROD lands at the same rod time however the threads are scheduled
-        # (a command in flight needs the rod to move on: stepped simavr answers as it steps)
-        sim.host_busy = lambda: inbox.unfinished_tasks > 0 and not rod.awaiting_reply
-        inbox.on_drained = sim.wake
+    inbox = open_inbox(rod, sim)
     meta = SessionMeta(
         subject_id=group,
         task=TASK_NAME,
@@ -344,10 +241,10 @@ def _run_trial(
     spr = rod.steps_per_rev
 
     def take(msg: Message) -> None:
-        ev = _event_from(msg, trial, spr)
+        ev = event_from(msg, trial, spr)
         # speed on record at 10 Hz (every other 20 Hz report; raw/rotarod.bin keeps them all):
         # an event costs ~0.3 ms to write, and a 7-day cohort makes 67 000 reports
-        if ev is not None and not (isinstance(msg, RodSpeed) and _odd_report(msg, ramp.started)):
+        if ev is not None and not (isinstance(msg, RodSpeed) and odd_report(msg, ramp.started)):
             log(ev)
         for inferred in ramp.feed(msg):
             log(inferred)
@@ -405,13 +302,6 @@ def _run_trial(
         )
         for lane in range(len(subjects))
     ]
-
-
-def _odd_report(speed: RodSpeed, started: RodStarted | None) -> bool:
-    """True for the 1st, 3rd, 5th... report after the start (reports are 50 ms apart)."""
-    if started is None:
-        return False
-    return round((speed.t_us - started.t_us) / 50_000) % 2 == 1
 
 
 def run_cohort(

@@ -1,4 +1,5 @@
-"""What one ramp's packets say: when it started, when and why it stopped, its last speed.
+"""What one ramp's packets say: when it started, when and why it stopped, its last speed; and
+the session-log event of each packet (``event_from``).
 
 The rod's packets reach the runner in the order the board sent them (one byte stream, one
 reader, one queue), each stamped with the board's clock. ``RampTracker`` is fed them in that
@@ -22,6 +23,7 @@ The board's own ROD_STARTED and ROD_STOPPED are the record. Only a packet lost o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from rig.core.devices.rotarod import (
     STATUS_HOST_TIMED_OUT,
@@ -29,6 +31,8 @@ from rig.core.devices.rotarod import (
     STOP_CUTOFF,
     STOP_HOST,
     STOP_HOST_SILENT,
+    LaneFall,
+    PassiveRotation,
     RodSpeed,
     RodStarted,
     RodStopped,
@@ -130,3 +134,50 @@ def infer_start(speed: RodSpeed, params: RotarodParams) -> RodStarted:
         round(params.end_rpm * 1000),
         *ms,
     )
+
+
+#: session-log event of each ROD_STOPPED reason
+STOP_EVENT = {
+    STOP_CUTOFF: "rotarod_cutoff",
+    STOP_HOST: "rotarod_stop",
+    STOP_HOST_SILENT: "rotarod_host_timeout",
+}
+
+
+def event_from(msg: Message, trial: int, spr: int) -> Event | None:
+    """The session-log event for a rod packet (``None`` for heartbeats)."""
+    if isinstance(msg, RodStarted):
+        data: dict[str, Any] = {
+            "start_rpm": msg.start_mrpm / 1000,
+            "end_rpm": msg.end_mrpm / 1000,
+            "ramp_s": msg.ramp_ms / 1000,
+            "max_s": msg.max_ms / 1000,
+        }
+        return Event("rotarod_start", "rotarod", msg.t_us, trial=trial, data=data)
+    if isinstance(msg, RodSpeed):
+        data = {
+            "rpm_measured": msg.rpm_mrpm / 1000,
+            "rpm_nominal": msg.nominal_mrpm / 1000,
+            "revolutions": msg.steps / spr,
+        }
+        return Event("rotarod_rpm", "rotarod", msg.t_us, trial=trial, data=data)
+    if isinstance(msg, LaneFall | PassiveRotation):
+        name = "rotarod_fall" if isinstance(msg, LaneFall) else "rotarod_passive_rotation"
+        data = {
+            "lane": msg.lane,
+            "rpm_measured": msg.rpm_mrpm / 1000,
+            "rpm_nominal": msg.nominal_mrpm / 1000,
+            "revolutions": msg.steps / spr,
+        }
+        return Event(name, "rotarod", msg.t_us, trial=trial, data=data)
+    if isinstance(msg, RodStopped):
+        name = STOP_EVENT.get(msg.reason, "rotarod_stop")
+        return Event(name, "rotarod", msg.t_us, trial=trial, data={"revolutions": msg.steps / spr})
+    return None
+
+
+def odd_report(speed: RodSpeed, started: RodStarted | None) -> bool:
+    """True for the 1st, 3rd, 5th... report after the start (reports are 50 ms apart)."""
+    if started is None:
+        return False
+    return round((speed.t_us - started.t_us) / REPORT_PERIOD_US) % 2 == 1

@@ -1,4 +1,4 @@
-"""The rotarod: packet types (docs/rotarod.md), the adapter interface and our firmware's driver.
+"""The rotarod: the adapter interface and our firmware's driver (packets: ``rotarod_packets``).
 
 ``RotarodAdapter`` is what the runner talks to; ``Rotarod`` implements it over our wire protocol
 (real board, firmware under simavr, or the Python simulated rod of ``rotarod_sim``), and a
@@ -18,12 +18,31 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
+from rig.core.devices.rotarod_packets import (
+    HOST_TIMEOUT_SINCE,
+    ROTAROD_BOARD_TO_HOST,
+    ROTAROD_FIRMWARE_NAME,
+    ROTAROD_FIRMWARE_VERSION,
+    ROTAROD_HOST_TO_BOARD,
+    STATUS_HOST_TIMED_OUT,
+    STATUS_TURNING,
+    STOP_CUTOFF,
+    STOP_HOST,
+    STOP_HOST_SILENT,
+    LaneFall,
+    PassiveRotation,
+    RodConfig,
+    RodEvent,
+    RodSpeed,
+    RodStarted,
+    RodStopped,
+    StartRamp,
+    StopRod,
+)
 from rig.core.errors import RigError
 from rig.core.protocol import (
-    BOARD_TO_HOST,
     PROTOCOL_VERSION,
     Ack,
     GetHello,
@@ -34,130 +53,44 @@ from rig.core.protocol import (
     Nak,
     Packet,
     PacketEncoder,
-    ResetSafe,
     SetConfig,
     StreamDecoder,
 )
 
-ROTAROD_FIRMWARE_NAME = "rotarod"
-ROTAROD_FIRMWARE_VERSION = (1, 1, 0)
-#: the first firmware that judges host silence (SET_CONFIG's host_timeout_ms)
-HOST_TIMEOUT_SINCE = (1, 1)
-#: ROD_STOPPED reasons
-STOP_CUTOFF, STOP_HOST, STOP_HOST_SILENT = 0, 1, 2
-#: HEARTBEAT status bits of the rotarod
-STATUS_TURNING, STATUS_HOST_TIMED_OUT = 0x01, 0x08
 FLASH_HINT = (
     "flash the rotarod firmware: make -C firmware upload SKETCH=rotarod BOARD=uno (or mega), "
     "or open firmware/rotarod/rotarod.ino in the Arduino IDE and upload it"
 )
 
-
-# ----------------------------------------------------------------------------- packets
-@dataclass(frozen=True, slots=True)
-class RodConfig(Message):
-    """0x40 host->board: rod and lane setup (NAK BUSY while the rod turns)."""
-
-    TYPE = 0x40
-    FMT = "<HBHBBB"
-    steps_per_rev: int
-    n_lanes: int
-    debounce_ms: int
-    fall_active_low_mask: int
-    passive_mask: int
-    passive_active_low_mask: int
-
-
-@dataclass(frozen=True, slots=True)
-class StartRamp(Message):
-    """0x41 host->board: ramp ``start_mrpm -> end_mrpm`` over ``ramp_ms``, cutoff ``max_ms``."""
-
-    TYPE = 0x41
-    FMT = "<IIII"
-    start_mrpm: int
-    end_mrpm: int
-    ramp_ms: int
-    max_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class StopRod(Message):
-    """0x42 host->board: stop stepping now (ACK also when idle)."""
-
-    TYPE = 0x42
-
-
-@dataclass(frozen=True, slots=True)
-class RodStarted(Message):
-    """0x50: the ramp's tick 0 (``t_us``) and what it runs."""
-
-    TYPE = 0x50
-    FMT = "<QIIII"
-    t_us: int
-    start_mrpm: int
-    end_mrpm: int
-    ramp_ms: int
-    max_ms: int
-
-
-@dataclass(frozen=True, slots=True)
-class RodSpeed(Message):
-    """0x51: rod speed every 50 ms; ``rpm_mrpm`` measured from steps over the last ~250 ms."""
-
-    TYPE = 0x51
-    FMT = "<QIII"
-    t_us: int
-    steps: int
-    rpm_mrpm: int
-    nominal_mrpm: int
-
-
-@dataclass(frozen=True, slots=True)
-class LaneFall(Message):
-    """0x52: a debounced fall; ``t_us`` is the onset edge, speed fields at the onset."""
-
-    TYPE = 0x52
-    FMT = "<QBIII"
-    t_us: int
-    lane: int
-    steps: int
-    rpm_mrpm: int
-    nominal_mrpm: int
-
-
-@dataclass(frozen=True, slots=True)
-class PassiveRotation(Message):
-    """0x53: one full passive rotation seen by the lane's passive sensor (same layout as 0x52)."""
-
-    TYPE = 0x53
-    FMT = "<QBIII"
-    t_us: int
-    lane: int
-    steps: int
-    rpm_mrpm: int
-    nominal_mrpm: int
-
-
-@dataclass(frozen=True, slots=True)
-class RodStopped(Message):
-    """0x54: stepping ended; ``reason``: 0 cutoff at max_ms, 1 host stop/reset, 2 host silent."""
-
-    TYPE = 0x54
-    FMT = "<QIB"
-    t_us: int
-    steps: int
-    reason: int
-
-
-ROTAROD_HOST_TO_BOARD: dict[int, type[Message]] = {
-    c.TYPE: c
-    for c in (GetHello, HostHeartbeat, SetConfig, ResetSafe, RodConfig, StartRamp, StopRod)
-}
-ROTAROD_BOARD_TO_HOST: dict[int, type[Message]] = {
-    **BOARD_TO_HOST,
-    **{c.TYPE: c for c in (RodStarted, RodSpeed, LaneFall, PassiveRotation, RodStopped)},
-}
-RodEvent = RodStarted | RodSpeed | LaneFall | PassiveRotation | RodStopped | Heartbeat
+# the packet names are re-exported: callers import them from here
+__all__ = [
+    "FLASH_HINT",
+    "HOST_TIMEOUT_SINCE",
+    "ROTAROD_BOARD_TO_HOST",
+    "ROTAROD_FIRMWARE_NAME",
+    "ROTAROD_FIRMWARE_VERSION",
+    "ROTAROD_HOST_TO_BOARD",
+    "STATUS_HOST_TIMED_OUT",
+    "STATUS_TURNING",
+    "STOP_CUTOFF",
+    "STOP_HOST",
+    "STOP_HOST_SILENT",
+    "ByteTransport",
+    "Heartbeat",
+    "LaneFall",
+    "PassiveRotation",
+    "RodConfig",
+    "RodEvent",
+    "RodSpeed",
+    "RodStarted",
+    "RodStopped",
+    "Rotarod",
+    "RotarodAdapter",
+    "RotarodError",
+    "StartRamp",
+    "StopRod",
+    "check_hello",
+]
 
 
 # ----------------------------------------------------------------------------- interface
