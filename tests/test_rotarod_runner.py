@@ -95,6 +95,21 @@ def test_driver_over_simulated_rod_bytes() -> None:
     rod.close()
 
 
+def test_refused_command_names_the_port_command_and_reason() -> None:
+    sim = SimRotarodTransport(SPR, time_scale=1.0)  # wall time: the ramp outlasts the test
+    rod = Rotarod(sim, n_lanes=1, steps_per_rev=SPR, where="COM7")
+    rod.open()
+    try:
+        rod.start_ramp(4, 40, 3600, 3600)
+        with pytest.raises(RotarodError, match=r"COM7: .*StartRamp refused: BUSY"):
+            rod.start_ramp(4, 40, 300, 300)  # the rod is turning
+        assert not rod.awaiting_reply
+    finally:
+        rod.safe_state()
+        rod.close()
+    assert sim._ramp is None
+
+
 def test_hello_mismatch_is_refused_with_what_to_flash() -> None:
     good = Hello(1, 1, 0, 0, 1, 0, 0, 0, 0, 10, 0, 0, 0, 0, 50, 128, 0, "rotarod")
     check_hello(good, "COM3")

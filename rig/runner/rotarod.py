@@ -152,7 +152,7 @@ def run_rotarod_session(
 
     try:
         if isinstance(rod, Rotarod):  # raw/rotarod.bin: every received byte, for replay
-            rod.on_raw = lambda data, t_ns: writer.write_raw(rod.name, data, t_ns)
+            rod.on_raw = lambda t_ns, data: writer.write_raw(rod.name, data, t_ns)
         hello = rod.open()
         writer.update_meta(firmware={rod.name: vars_of(hello)})
         log(Event("session_start", "host", data={"params_hash": params.params_hash(), "day": day}))

@@ -13,13 +13,12 @@ board) and keeps the board fed with HOST_HEARTBEATs, so a turning rod stops by i
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
-import time
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
+from rig.core.devices.channel import CommandChannel, CommandError
 from rig.core.devices.rotarod_packets import (
     HOST_TIMEOUT_SINCE,
     ROTAROD_BOARD_TO_HOST,
@@ -42,20 +41,18 @@ from rig.core.devices.rotarod_packets import (
     StopRod,
 )
 from rig.core.errors import RigError
+from rig.core.events import Event
 from rig.core.protocol import (
     PROTOCOL_VERSION,
-    Ack,
     GetHello,
     Heartbeat,
     Hello,
     HostHeartbeat,
     Message,
-    Nak,
-    Packet,
-    PacketEncoder,
     SetConfig,
     StreamDecoder,
 )
+from rig.core.transport import Transport, TransportClosed
 
 FLASH_HINT = (
     "flash the rotarod firmware: make -C firmware upload SKETCH=rotarod BOARD=uno (or mega), "
@@ -75,7 +72,6 @@ __all__ = [
     "STOP_CUTOFF",
     "STOP_HOST",
     "STOP_HOST_SILENT",
-    "ByteTransport",
     "Heartbeat",
     "LaneFall",
     "PassiveRotation",
@@ -96,16 +92,6 @@ __all__ = [
 # ----------------------------------------------------------------------------- interface
 class RotarodError(RigError):
     """The rotarod refused a command, did not answer, or is not the expected firmware."""
-
-
-class ByteTransport(Protocol):
-    """What a driver needs from a transport (serial port, simavr pty, simulated rod)."""
-
-    def write(self, data: bytes) -> None: ...
-
-    def read(self, timeout_s: float) -> bytes: ...
-
-    def close(self) -> None: ...
 
 
 class RotarodAdapter(ABC):
@@ -145,7 +131,8 @@ class RotarodAdapter(ABC):
 
     def safe_state(self) -> None:
         """The rod stopped. Never raises: called on every exit path, also after errors."""
-        # a dead link is already safe enough: the board stops by itself at the cutoff
+        # a dead link is safe enough: the board stops by itself at the cutoff, and our firmware
+        # after host_timeout_ms without a host packet
         with contextlib.suppress(Exception):
             self.stop()
 
@@ -171,34 +158,41 @@ def check_hello(hello: Hello, where: str) -> None:
 
 
 # ----------------------------------------------------------------------------- our driver
-class Rotarod(RotarodAdapter):
-    """Driver of our rotarod firmware (firmware/rotarod) over any ``ByteTransport``.
+# on_event: the adapter's list of packet listeners replaces the channel's Event callback, which
+# the channel only calls from _emit_event, overridden here
+class Rotarod(CommandChannel, RotarodAdapter):  # type: ignore[misc]
+    """Driver of our rotarod firmware (firmware/rotarod) over any ``Transport``.
+
+    The command link (sequence numbers, ACK/NAK waits that do not count a stalled host, the
+    reader and host-heartbeat threads) is ``CommandChannel``'s, as for the lever board.
 
     Parameters
     ----------
-    transport : ByteTransport
+    transport : Transport
+        Serial port, the firmware under simavr, or the Python simulated rod of ``rotarod_sim``.
     n_lanes, steps_per_rev, debounce_ms, passive_lanes_mask
         Sent in ROD_CONFIG at ``open``. Fall sensors are active-low (trip plates to ground).
     where : str
-        Port or description, for error messages.
+        Port or description, for error messages (``name`` is the device's name in the session).
     command_timeout_s : float
         Longest wait for an ACK/NAK.
-    on_raw : callable, optional
-        Gets every received chunk with its host receive time (ns), for ``raw/rotarod.bin``.
+    on_raw : callable(t_host_ns, data), optional
+        Gets every received chunk with its host receive time, for ``raw/rotarod.bin``.
     host_timeout_ms : int
         The board stops a turning rod after this long without a host packet (SET_CONFIG at
         ``open``; 0 = off, else 100..60000 ms). Firmware before 1.1 has no such stop.
     host_heartbeat_s : float
-        HOST_HEARTBEAT period, both in host time (a thread) and in board time (answering the
-        board's own heartbeats from the reader): the board clock of a simulated rod may run
-        far faster than the wall clock, and only board time counts for its timeout.
+        HOST_HEARTBEAT period, both in host time (the channel's thread) and in board time
+        (answering the board's own heartbeats from the reader): the clock of a simulated rod
+        may run far ahead of the wall clock, and only board time counts for its timeout.
     """
 
     MAX_RPM: ClassVar[float] = 300.0
+    _logger = logging.getLogger(__name__)
 
     def __init__(
         self,
-        transport: ByteTransport,
+        transport: Transport,
         *,
         n_lanes: int = 5,
         steps_per_rev: int = 3200,
@@ -206,142 +200,96 @@ class Rotarod(RotarodAdapter):
         passive_lanes_mask: int = 0,
         where: str = "rotarod",
         command_timeout_s: float = 2.0,
-        on_raw: Callable[[bytes, int], None] | None = None,
+        on_raw: Callable[[int, bytes], None] | None = None,
         host_timeout_ms: int = 2000,
         host_heartbeat_s: float = 0.25,
     ) -> None:
-        super().__init__()
         if host_timeout_ms != 0 and not 100 <= host_timeout_ms <= 60_000:
             raise ValueError(
-                f"host_timeout_ms must be 0 (off) or 100..60000, got {host_timeout_ms}"
+                f"host_timeout_ms must be 0 (off) or 100..60000 ms, got {host_timeout_ms}"
             )
         if host_timeout_ms and not 0 < host_heartbeat_s * 1000 <= host_timeout_ms / 4:
             raise ValueError(
                 f"host_heartbeat_s ({host_heartbeat_s}) must be > 0 and at most a quarter of "
                 f"host_timeout_ms ({host_timeout_ms} ms), so that one late beat cannot trip it"
             )
-        self.transport = transport
+        # no reconnect: a trial cannot survive a lost rod link, the runner's deadline ends it
+        CommandChannel.__init__(
+            self,
+            transport,
+            where,
+            on_raw=on_raw,
+            command_timeout_s=command_timeout_s,
+            host_heartbeat_s=host_heartbeat_s,
+            reconnect=False,
+        )
+        RotarodAdapter.__init__(self)  # after the channel's: on_event is the adapter's list
+        self._decoder = StreamDecoder(ROTAROD_BOARD_TO_HOST)
+        self.where = where
         self.n_lanes = n_lanes
         self.steps_per_rev = steps_per_rev
         self.debounce_ms = debounce_ms
         self.passive_lanes_mask = passive_lanes_mask
-        self.where = where
-        self.command_timeout_s = command_timeout_s
-        self.on_raw = on_raw
         self.host_timeout_ms = host_timeout_ms
-        self.host_heartbeat_s = host_heartbeat_s
-        self.decoder = StreamDecoder(ROTAROD_BOARD_TO_HOST)
-        self._enc = PacketEncoder()
-        self._replies: queue.Queue[Ack | Nak | Hello] = queue.Queue()
-        self._lock = threading.Lock()  # one command in flight
-        self._wlock = threading.Lock()  # sequence number + write, shared with the heartbeats
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
         self._beating = False
         self._beat_board_us: int | None = None  # board time of the last board-paced beat
         self.last_heartbeat: Heartbeat | None = None
         self.link_error: str | None = None
 
-    # ------------------------------------------------------------------ threads
-    def _read_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data = self.transport.read(0.05)
-            except (OSError, RigError) as e:  # RigError: the transport's TransportClosed
-                if not self._stop.is_set():
-                    self.link_error = f"{self.where}: link lost: {e}"
-                return
-            if not data:
-                continue
-            if self.on_raw is not None:
-                self.on_raw(data, time.monotonic_ns())
-            for item in self.decoder.feed(data):
-                if not isinstance(item, Packet):
-                    continue
-                msg = item.msg
-                if isinstance(msg, Ack | Nak | Hello):
-                    if not (isinstance(msg, Ack) and msg.cmd_type == HostHeartbeat.TYPE):
-                        self._replies.put(msg)  # nobody waits for a heartbeat's ACK
-                elif isinstance(msg, Heartbeat):
-                    self.last_heartbeat = msg
-                    self._beat_in_board_time(msg.t_us)
-                    self._emit(msg)
-                else:
-                    self._emit(msg)
-
-    def _beat_in_board_time(self, t_us: int) -> None:
-        """Answer the board's heartbeats every ``host_heartbeat_s`` of *board* time."""
-        if not self._beating:
-            return
-        last = self._beat_board_us
-        if last is None or t_us - last >= self.host_heartbeat_s * 1e6 or t_us < last:
-            self._beat_board_us = t_us
-            self._send_beat()
-
-    def _beat_loop(self) -> None:
-        # host time: keeps the board fed while the reader is busy (a slow disk under on_raw)
-        while not self._stop.wait(self.host_heartbeat_s):
-            self._send_beat()
-
-    def _send_beat(self) -> None:
-        # a dead link is the reader's to report; the board's timeout is what makes it safe
-        with contextlib.suppress(OSError, RigError):
-            self._write(HostHeartbeat())
-
-    def _write(self, msg: Message) -> int:
-        with self._wlock:
-            seq, wire = self._enc.encode(msg)
-            self.transport.write(wire)
-        return seq
-
-    def _command(self, msg: Message, want_hello: bool = False) -> Hello | None:
-        with self._lock:
-            seq = self._write(msg)
-            deadline = time.monotonic() + self.command_timeout_s
-            hello = None
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise RotarodError(
-                        f"{self.where}: no reply to {type(msg).__name__} within "
-                        f"{self.command_timeout_s} s (is the rotarod connected and powered?)"
-                    )
-                try:
-                    reply = self._replies.get(timeout=left)
-                except queue.Empty:
-                    continue
-                if isinstance(reply, Hello):
-                    hello = reply
-                    continue
-                if reply.cmd_seq != seq:
-                    continue  # a late reply to an earlier, timed-out command
-                if isinstance(reply, Nak):
-                    raise RotarodError(
-                        f"{self.where}: {type(msg).__name__} refused: error {reply.error} "
-                        f"detail {reply.detail} (docs/protocol.md section 4, docs/rotarod.md)"
-                    )
-                return hello if want_hello else None
+    @property
+    def decoder(self) -> StreamDecoder:
+        """The receive side's decoder (its ``stats`` count CRC errors and lost packets)."""
+        return self._decoder
 
     @property
     def awaiting_reply(self) -> bool:
-        return self._lock.locked()
+        return bool(self._waiters)
 
-    def _start_thread(self, fn: Callable[[], None], what: str) -> None:
-        t = threading.Thread(target=fn, name=f"rotarod-{what}", daemon=True)
-        self._threads.append(t)
-        t.start()
+    # ------------------------------------------------------------------ channel hooks
+    def _on_message(self, msg: Message, t_ns: int) -> None:
+        if isinstance(msg, Hello):
+            self.hello = msg
+        elif isinstance(msg, Heartbeat):
+            self.last_heartbeat = msg
+            self._beat_in_board_time(msg.t_us)
+            self._emit(msg)
+        else:
+            self._emit(msg)
+
+    def _emit_event(self, ev: Event) -> None:
+        # the channel's link events (link_lost); on_event carries rod packets, not Events
+        if ev.name == "link_lost":
+            self.link_error = f"{self.name}: link lost: {ev.data.get('reason', '')}"
+
+    def _beat_in_board_time(self, t_us: int) -> None:
+        """Answer the board's heartbeats every ``host_heartbeat_s`` of *board* time."""
+        last = self._beat_board_us
+        if self._beating and (last is None or not 0 <= t_us - last < self.host_heartbeat_s * 1e6):
+            self._beat_board_us = t_us
+            with contextlib.suppress(TransportClosed):  # a dead link is the reader's to report
+                self._send(HostHeartbeat())
+
+    def _command(self, msg: Message) -> None:
+        try:
+            self.command(msg)
+        except CommandError as e:
+            raise RotarodError(
+                f"{self.where}: {e} (is the rotarod connected and powered? docs/protocol.md "
+                "section 4, docs/rotarod.md)"
+            ) from None
 
     # ------------------------------------------------------------------ API
     def open(self) -> Hello:
-        if not getattr(self.transport, "is_open", True):
-            self.transport.open()  # type: ignore[attr-defined]
-        self._stop.clear()
-        self._start_thread(self._read_loop, "reader")
-        hello = self._command(GetHello(PROTOCOL_VERSION), want_hello=True)
+        try:
+            self._open_channel()
+        except CommandError as e:
+            raise RotarodError(f"{self.where}: {e}") from None
+        self.hello = None
+        self._command(GetHello(PROTOCOL_VERSION))  # its HELLO arrives before the ACK
+        hello = self.hello
         if hello is None:
             raise RotarodError(f"{self.where}: GET_HELLO was ACKed without a HELLO")
         check_hello(hello, self.where)
-        self.hello = hello
         self._command(
             RodConfig(
                 self.steps_per_rev,
@@ -355,7 +303,7 @@ class Rotarod(RotarodAdapter):
         if self.host_timeout_ms and (hello.fw_major, hello.fw_minor) >= HOST_TIMEOUT_SINCE:
             # beat first: the board starts counting the moment it takes the timeout
             self._beating = True
-            self._start_thread(self._beat_loop, "heartbeat")
+            self._start_thread(self._heartbeat_loop, "host-heartbeat")
             self._command(SetConfig(0, self.host_timeout_ms))  # max_valve_ms: no valve here
         return hello
 
@@ -380,12 +328,9 @@ class Rotarod(RotarodAdapter):
 
     def heartbeat(self) -> None:
         """One HOST_HEARTBEAT now (``open`` already keeps them coming; no ACK is awaited)."""
-        self._send_beat()
+        with contextlib.suppress(TransportClosed):
+            self._send(HostHeartbeat())
 
     def close(self) -> None:
-        self._stop.set()
         self._beating = False
-        for t in self._threads:
-            t.join(timeout=2.0)
-        self._threads.clear()
-        self.transport.close()
+        self._close_channel()

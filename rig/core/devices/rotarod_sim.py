@@ -1,6 +1,6 @@
 """A simulated rotarod that speaks the real byte protocol (docs/rotarod.md) in virtual time.
 
-``SimRotarodTransport`` is a ``ByteTransport``: the ``Rotarod`` driver writes commands to it and
+``SimRotarodTransport`` is a ``Transport``: the ``Rotarod`` driver writes commands to it and
 reads COBS-framed packets from it exactly as from the firmware. The rod turns on a virtual
 clock: with ``time_scale=None`` a 300 s ramp is simulated as fast as the reader reads (for
 headless cohorts and tests); with ``time_scale=1.0`` it keeps pace with the wall clock.
@@ -284,7 +284,7 @@ class SimRotarodTransport(Transport):
             self._end_ramp(STOP_HOST)
         self._send(Ack(seq, msg.TYPE))
 
-    # ------------------------------------------------------------------ ByteTransport
+    # ------------------------------------------------------------------ Transport
     def write(self, data: bytes) -> None:
         with self._cv:
             if self._closed:

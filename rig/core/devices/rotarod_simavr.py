@@ -1,6 +1,6 @@
 """The real rotarod firmware as the rod: ``SimavrRotarodTransport``, stepped simavr underneath.
 
-A ``ByteTransport`` like the Python rod of ``rotarod_sim``: the ``Rotarod`` driver talks to the
+A ``Transport`` like the Python rod of ``rotarod_sim``: the ``Rotarod`` driver talks to the
 firmware (firmware/rotarod, built by ``rig.core.simavr.ensure_built``) through the harness's
 UART, and the simulated mice trip its lane pins at exact simulated times after each ramp start.
 Used by the rig config's ``rotarod.driver: simavr``, ``rig bench rotarod`` (``ROD_PINS``) and
@@ -74,6 +74,8 @@ class SimavrRotarodTransport(Transport):
     def open(self) -> None:
         from rig.core.simavr import AvrSim, ensure_built
 
+        if self._avr is not None:
+            return  # already running (a transport handed over open)
         elf = self.firmware or ensure_built("rotarod", self.board)[0]
         self._tmp = tempfile.TemporaryDirectory(prefix="rotarod-simavr-")
         log = Path(self._tmp.name) / "avrsim.log"
