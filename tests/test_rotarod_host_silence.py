@@ -8,6 +8,8 @@ die ends safely with the reason on record.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import queue
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,7 @@ from rig.core.protocol import (
     Ack,
     GetHello,
     Heartbeat,
+    Hello,
     HostHeartbeat,
     Message,
     Nak,
@@ -244,6 +247,25 @@ def test_healthy_driver_never_trips_the_timeout() -> None:
         Rotarod(sim, host_timeout_ms=50)
     with pytest.raises(ValueError, match="quarter"):
         Rotarod(sim, host_timeout_ms=400, host_heartbeat_s=0.25)
+
+
+def test_firmware_1_0_runs_without_the_timeout_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # the version rules accept a 1.0 rod: it cannot judge host silence, so the driver does not
+    # ask it to (1.0 would NAK SET_CONFIG) and warns, naming what to flash
+    class OldRod(SimRotarodTransport):
+        def _hello(self) -> Hello:
+            return dataclasses.replace(super()._hello(), fw_minor=0)
+
+    sim = OldRod(SPR)
+    rod = Rotarod(sim, n_lanes=1, steps_per_rev=SPR, where="COM9")
+    with caplog.at_level(logging.WARNING):
+        hello = rod.open()
+    rod.close()
+    assert hello.fw_version == "1.0.0" and sim.host_timeout_ms == 0
+    assert "COM9: rotarod firmware 1.0.0 cannot stop the rod" in caplog.text
+    assert "firmware/rotarod" in caplog.text
 
 
 def _wait_for(q: queue.Queue[Message], kind: type, timeout_s: float = 20.0) -> RodStopped:

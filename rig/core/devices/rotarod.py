@@ -273,10 +273,8 @@ class Rotarod(CommandChannel, RotarodAdapter):  # type: ignore[misc]
         try:
             self.command(msg)
         except CommandError as e:
-            raise RotarodError(
-                f"{self.where}: {e} (is the rotarod connected and powered? docs/protocol.md "
-                "section 4, docs/rotarod.md)"
-            ) from None
+            hint = "docs/rotarod.md" if e.error is not None else "is the rotarod powered?"
+            raise RotarodError(f"{self.where}: {e} ({hint})") from None
 
     # ------------------------------------------------------------------ API
     def open(self) -> Hello:
@@ -305,6 +303,12 @@ class Rotarod(CommandChannel, RotarodAdapter):  # type: ignore[misc]
             self._beating = True
             self._start_thread(self._heartbeat_loop, "host-heartbeat")
             self._command(SetConfig(0, self.host_timeout_ms))  # max_valve_ms: no valve here
+        elif self.host_timeout_ms:
+            self._log(
+                logging.WARNING,
+                f"{self.where}: rotarod firmware {hello.fw_version} cannot stop the rod when this "
+                f"host goes silent (1.1 can); {FLASH_HINT}",
+            )
         return hello
 
     def start_ramp(self, start_rpm: float, end_rpm: float, ramp_s: float, max_s: float) -> None:
