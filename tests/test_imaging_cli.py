@@ -212,3 +212,12 @@ def test_traces_with_automatic_detection(tmp_path):
     with open(out / "summary.csv") as fh:
         names = [row["name"] for row in csv.DictReader(fh)]
     assert all(n.startswith("auto:") for n in names)
+
+
+def test_bench_imaging_with_more_cells_than_fit_says_so():
+    r = runner.invoke(
+        app,
+        ["bench", "imaging", "--backend", "numpy", "--size", "64", "--frames", "20", "--rois", "80"],
+    )
+    assert r.exit_code == 2, r.output
+    assert "cannot place 80 cells" in r.output and "Traceback" not in r.output

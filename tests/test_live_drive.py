@@ -124,7 +124,11 @@ def test_a_driven_session_reprocesses_to_the_bit_with_its_recorded_drives(
     n = len(rec["frames"])
     np.testing.assert_array_equal(rec["frames"]["frame_index"], np.arange(n))
     rig_config = SessionReader(folder).meta.rig_config
-    cfg = {k: v for k, v in rig_config["imaging"]["source"].items() if k != "kind"}
+    cfg = {
+        k: v
+        for k, v in rig_config["imaging"]["source"].items()
+        if k not in ("kind", "driven_by_pulls")
+    }
     src = SyntheticSource.generate(
         head["synthetic_n_frames"], stream=True, drives=recorded_drives(folder), **cfg
     )
@@ -142,11 +146,6 @@ def test_a_driven_session_reprocesses_to_the_bit_with_its_recorded_drives(
     assert not np.array_equal(quiet.truth.dff_true[:n], src.truth.dff_true[:n])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rig/replay/imaging.py does not pass recorded_drives() to the synthetic movie yet "
-    "(patch requested); remove this marker when it does",
-)
 def test_rig_replay_reprocesses_a_driven_session(
     driven: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
@@ -195,3 +194,17 @@ def test_a_fully_rendered_movie_cannot_be_driven() -> None:
     src = SyntheticSource.generate(16, size_px=32, n_cells=1, seed=1)
     with pytest.raises(ValueError, match="stream=True"):
         src.drive(0.1)
+
+
+def test_source_config_can_turn_the_drive_off() -> None:
+    from rig.core.config import ImagingConfig
+    from rig.core.signals import RigSignals
+    from rig.runner.imaging import LiveImaging
+
+    on = ImagingConfig.model_validate(DRIVEN_MOVIE)
+    off = ImagingConfig.model_validate(
+        {**DRIVEN_MOVIE, "source": {**DRIVEN_MOVIE["source"], "driven_by_pulls": False}}
+    )
+    assert LiveImaging(on, RigSignals(), 60.0).drive
+    assert not LiveImaging(off, RigSignals(), 60.0).drive
+    assert not LiveImaging(on, RigSignals(), 60.0, drive=False).drive

@@ -331,6 +331,8 @@ def bench_imaging_cmd(
         )  # fmt: skip
     except BackendError as e:
         _fail(str(e))
+    except ValueError as e:  # the synthetic movie cannot be made (e.g. too many cells for size)
+        _fail(f"rig bench imaging: {e}")
     res["load_avg_1min"] = os.getloadavg()[0]
     res["cpu_count"] = os.cpu_count()
     res["python"] = sys.version.split()[0]

@@ -216,6 +216,9 @@ class SyntheticSource(StrictModel):
     frame_rate_hz: float = Field(30.0, gt=0, le=10_000)
     max_shift_px: float = Field(5.0, ge=0, le=100)
     seed: int = 0
+    # Live lever sessions: each pull's movement onset makes the movie's responsive cells fire
+    # (rig/runner/imaging_drive.py), so event-aligned dF/F shows pull-related cells.
+    driven_by_pulls: bool = True
 
 
 ImagingSource = Annotated[TiffSource | TcpSource | SyntheticSource, Field(discriminator="kind")]

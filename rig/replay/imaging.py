@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from rig.runner.imaging import ROI_LABELS, build_pipeline, imaging_params
+from rig.runner.imaging_drive import recorded_drives
 
 __all__ = ["ROI_LABELS", "imaging_params", "reprocess_imaging", "run_pipeline", "session_frames"]
 
@@ -63,12 +64,16 @@ def run_pipeline(
 
 
 def session_frames(
-    rig_config: dict[str, Any], n_frames: int, movie_frames: int | None = None
+    rig_config: dict[str, Any],
+    n_frames: int,
+    movie_frames: int | None = None,
+    drives: np.ndarray | None = None,
 ) -> Any:
     """A ``FrameSource`` replaying a session's movie: the TIFF source unpaced, or the synthetic
     movie regenerated from its seed: ``movie_frames`` long when given (a live session records the
     length it generated, ``synthetic_n_frames`` in ``rois.json``: the movie's random draws depend
-    on it), else ``n_frames`` (the frames recorded)."""
+    on it), else ``n_frames`` (the frames recorded). ``drives``: the events that drove the live
+    synthetic movie (:func:`rig.runner.imaging_drive.recorded_drives`), replayed into it."""
     from rig.core.config import RigConfig
 
     cfg = RigConfig.model_validate(rig_config).imaging
@@ -81,7 +86,7 @@ def session_frames(
         return SyntheticSource.generate(
             movie_frames or n_frames, stream=movie_frames is not None, size_px=src.size_px,
             n_cells=src.n_cells, frame_rate_hz=src.frame_rate_hz, max_shift_px=src.max_shift_px,
-            seed=src.seed,
+            seed=src.seed, drives=drives,
         )  # fmt: skip
     if src.kind == "tiff":
         from acquisition.sources import open_source
@@ -117,7 +122,9 @@ def reprocess_imaging(
     head = rec["header"]
     n = len(rec["frames"])
     labels = np.load(reader.folder / ROI_LABELS)
-    src = session_frames(reader.meta.rig_config, n, head.get("synthetic_n_frames"))
+    src = session_frames(
+        reader.meta.rig_config, n, head.get("synthetic_n_frames"), recorded_drives(reader.folder)
+    )
     params = imaging_params(reader.meta.rig_config)
     fs = float(head.get("frame_rate_hz") or 30.0)
     idx = rec["frames"]["frame_index"].astype(np.int64)

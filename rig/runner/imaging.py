@@ -78,7 +78,8 @@ class LiveImaging:
     drive : bool
         Synthetic source: each pull's movement onset (board lever events given to
         :meth:`on_board_event`) drives the movie's responsive cells
-        (:mod:`rig.runner.imaging_drive`). Ignored for other sources.
+        (:mod:`rig.runner.imaging_drive`) unless the source config says
+        ``driven_by_pulls: false``. Ignored for other sources.
     """
 
     def __init__(
@@ -95,7 +96,7 @@ class LiveImaging:
         self.stats_interval_s = stats_interval_s
         src = cfg.source
         self.clocked = clocked and src.kind == "synthetic"
-        self.drive = drive and src.kind == "synthetic"
+        self.drive = drive and src.kind == "synthetic" and src.driven_by_pulls
         self._drive: PullDrive | None = None
         self.n_movie_frames: int | None = None
         if src.kind == "synthetic":

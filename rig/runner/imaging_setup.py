@@ -75,7 +75,7 @@ def build_pipeline(
     from acquisition.rois import (
         RoiSet,
         build_weights,
-        detect_rois,
+        detect_rois_registered,
         load_rois,
         neuropil_pixels,
         weights_to_xp,
@@ -98,7 +98,7 @@ def build_pipeline(
             labels = load_rois(rois.path, shape, rois.kind).label_image()
         else:
             n = len(first) if rois is None else min(len(first), rois.n_frames_for_detection)
-            labels = detect_rois(xp, reg.register(first[:n]).frames).label_image()
+            labels = detect_rois_registered(xp, reg.register(first[:n])).label_image()
         roiset = RoiSet.from_labels(labels.astype(np.int32), source=ROI_LABELS)
         chosen.update(rois=roiset, labels=labels, reference=to_host(reg.reference))
         # rois.json is written at the first processed batch, after this returns
