@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
+from rig.core.config import RigConfig, RotarodSimavr
 from rig.core.devices.rotarod import (
     STATUS_HOST_TIMED_OUT,
     STATUS_TURNING,
@@ -26,10 +28,12 @@ from rig.core.devices.rotarod import (
 )
 from rig.core.events import Event
 from rig.core.protocol import Heartbeat, Hello, Message
-from rig.runner.rotarod import _run_trial
+from rig.core.simavr import DEBIAN_PACKAGES, missing_tools
+from rig.core.store import SessionReader
+from rig.runner.rotarod import _run_trial, run_rotarod_session
 from rig.runner.rotarod_devices import Inbox
 from rig.runner.rotarod_ramp import STOP_GRACE_US, RampTracker
-from tasks.rotarod import RotarodParams
+from tasks.rotarod import RotarodParams, SimRotarodMouse
 
 SPR = 3200
 T0 = 5_000_000  # board µs of the ramp start
@@ -164,3 +168,26 @@ def test_tracker_ignores_heartbeats_from_before_the_ramp_and_a_brief_still() -> 
     t.feed(RodStopped(T0 + 700_000, 99, STOP_HOST))
     assert t.stopped == RodStopped(T0 + 700_000, 99, STOP_HOST)
     assert t.feed(beat(T0 + 5 * S, 0)) == []  # after the stop nothing changes
+
+
+@pytest.mark.simavr
+def test_firmware_stop_lands_in_the_step_that_reported_the_last_fall(tmp_path: Path) -> None:
+    # the firmware under stepped simavr as the rod: the runner stops the rod when the only mouse
+    # is down, and simulated time waits for it, so the STOP_ROD reaches the board in the 50 ms
+    # step whose packets reported the fall (confirmed 500 ms after its onset, the debounce)
+    missing = missing_tools()
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)}: apt-get install {DEBIAN_PACKAGES}")
+    rig = RigConfig(
+        name="simavr-rod",
+        data_dir=tmp_path,
+        rotarod=RotarodSimavr(driver="simavr", lanes=1, realtime=False),
+    )
+    params = RotarodParams(ramp_s=5, max_s=5, trials_per_day=1, lanes=1)  # 7.2 rpm/s
+    mouse = SimRotarodMouse("a", base_rpm=10.0, noise_sd_rpm=0.0, p_cling=0.0)  # 0.833 s
+    res = run_rotarod_session(rig, params, ["a"], mice={0: mouse})
+    assert res.status == "complete" and res.trials[0].ended_by == "fall"
+    events = {e.name: e for e in SessionReader(res.folder).events()}
+    assert "rotarod_stop_inferred" not in events
+    fall_us, stop_us = events["rotarod_fall"].t_device_us, events["rotarod_stop"].t_device_us
+    assert 500_000 < stop_us - fall_us <= 500_000 + 50_000 + 2000

@@ -103,7 +103,6 @@ def test_refused_command_names_the_port_command_and_reason() -> None:
         rod.start_ramp(4, 40, 3600, 3600)
         with pytest.raises(RotarodError, match=r"COM7: .*StartRamp refused: BUSY"):
             rod.start_ramp(4, 40, 300, 300)  # the rod is turning
-        assert not rod.awaiting_reply
     finally:
         rod.safe_state()
         rod.close()

@@ -77,12 +77,11 @@ def open_inbox(rod: RotarodAdapter, sim: SimulatedRod | None) -> Inbox:
     """An ``Inbox`` that gets every packet of ``rod``; paces ``sim`` when it runs in virtual time.
 
     The rod in virtual time moves on only once the runner has handled what it sent, so a
-    STOP_ROD lands at the same rod time however the threads are scheduled. A command in flight
-    lets it move on: stepped simavr answers only as it steps.
+    STOP_ROD lands at the same rod time however the threads are scheduled.
     """
     inbox = Inbox()
     rod.on_event.append(inbox.put)
     if sim is not None and sim.virtual_time:
-        sim.host_busy = lambda: inbox.unfinished_tasks > 0 and not rod.awaiting_reply
+        sim.host_busy = lambda: inbox.unfinished_tasks > 0
         inbox.on_drained = sim.wake
     return inbox

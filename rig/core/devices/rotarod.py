@@ -124,11 +124,6 @@ class RotarodAdapter(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
-    @property
-    def awaiting_reply(self) -> bool:
-        """A command is in flight (sent, its answer not in yet)."""
-        return False
-
     def safe_state(self) -> None:
         """The rod stopped. Never raises: called on every exit path, also after errors."""
         # a dead link is safe enough: the board stops by itself at the cutoff, and our firmware
@@ -240,10 +235,6 @@ class Rotarod(CommandChannel, RotarodAdapter):  # type: ignore[misc]
     def decoder(self) -> StreamDecoder:
         """The receive side's decoder (its ``stats`` count CRC errors and lost packets)."""
         return self._decoder
-
-    @property
-    def awaiting_reply(self) -> bool:
-        return bool(self._waiters)
 
     # ------------------------------------------------------------------ channel hooks
     def _on_message(self, msg: Message, t_ns: int) -> None:

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rig.core.devices.rotarod import ROTAROD_BOARD_TO_HOST, RodStarted
-from rig.core.protocol import Heartbeat, Message, Packet, StreamDecoder
+from rig.core.devices.rotarod import ROTAROD_BOARD_TO_HOST, ROTAROD_HOST_TO_BOARD, RodStarted
+from rig.core.protocol import Ack, Heartbeat, HostHeartbeat, Message, Nak, Packet, StreamDecoder
 from rig.core.transport import Transport, TransportClosed
 
 if TYPE_CHECKING:
@@ -67,9 +67,12 @@ class SimavrRotarodTransport(Transport):
         self._backlog = b""
         self._frame = bytearray()
         self._frame_t: float | None = None
-        # as SimRotarodTransport.host_busy: stepped, simulated time waits for the runner
+        # as SimRotarodTransport.host_busy: simulated time waits for the runner, except while a
+        # command it wrote waits for its answer (the firmware answers only as it steps)
         self.host_busy: Callable[[], bool] | None = None
         self._woken = threading.Event()
+        self._peek = StreamDecoder(ROTAROD_HOST_TO_BOARD, resync_types=frozenset())
+        self._unanswered: set[int] = set()  # seq of each command written and not answered yet
 
     def open(self) -> None:
         from rig.core.simavr import AvrSim, ensure_built
@@ -119,6 +122,9 @@ class SimavrRotarodTransport(Transport):
     def write(self, data: bytes) -> None:
         with self._lock:
             self._board().tx(data)
+            for item in self._peek.feed(data):
+                if isinstance(item, Packet) and not isinstance(item.msg, HostHeartbeat):
+                    self._unanswered.add(item.seq)  # (nobody waits for a heartbeat's ACK)
         self._woken.set()  # a command needs steps to be answered: see ``host_busy``
 
     def read(self, timeout_s: float = 0.05) -> bytes:
@@ -138,7 +144,7 @@ class SimavrRotarodTransport(Transport):
 
     def _wait_for_host(self, timeout_s: float) -> bool:
         """True (after waiting up to ``timeout_s`` for ``wake``) while the host is busy."""
-        if self.host_busy is None or not self.host_busy():
+        if self.host_busy is None or self._unanswered or not self.host_busy():
             return False
         self._woken.clear()
         if self.host_busy():  # still busy after the clear: a wake from now on is not missed
@@ -163,6 +169,8 @@ class SimavrRotarodTransport(Transport):
                 self._offset_us = t_first_us - msg.t_us
             elif isinstance(msg, RodStarted):
                 self._arm(avr, msg)
+            elif isinstance(msg, Ack | Nak):
+                self._unanswered.discard(msg.cmd_seq)
         return bytes(b for _, b in tx)
 
     def _frames(self, tx: list[tuple[float, int]]) -> list[tuple[float, Message]]:
