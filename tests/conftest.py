@@ -67,6 +67,16 @@ def pytest_report_header() -> str | None:
     return f"GUI tests skipped: {QT_SKIP_REASON}" if QT_PROBLEM else None
 
 
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def sim_config_path() -> Path:
+    return HARDWARE_CONFIGS / "sim.yaml"
+
+
 def require_tools(*tools: str, packages: str) -> None:
     """Skip the calling test unless every executable in ``tools`` is on PATH."""
     missing = [t for t in tools if shutil.which(t) is None]

@@ -38,12 +38,6 @@ SIM_YAML = Path(__file__).resolve().parents[1] / "hardware_configs" / "sim.yaml"
 
 
 @pytest.fixture
-def sim_config_path() -> Path:
-    # this module's own copy: it must not depend on which fixtures conftest.py happens to have
-    return SIM_YAML
-
-
-@pytest.fixture
 def rig(sim_config_path: Path, tmp_path: Path) -> RigConfig:
     cfg = load_rig_config(sim_config_path)
     return cfg.model_copy(update={"data_dir": tmp_path / "data"})
