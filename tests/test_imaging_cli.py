@@ -217,7 +217,18 @@ def test_traces_with_automatic_detection(tmp_path):
 def test_bench_imaging_with_more_cells_than_fit_says_so():
     r = runner.invoke(
         app,
-        ["bench", "imaging", "--backend", "numpy", "--size", "64", "--frames", "20", "--rois", "80"],
+        [
+            "bench",
+            "imaging",
+            "--backend",
+            "numpy",
+            "--size",
+            "64",
+            "--frames",
+            "20",
+            "--rois",
+            "80",
+        ],
     )
     assert r.exit_code == 2, r.output
     assert "cannot place 80 cells" in r.output and "Traceback" not in r.output
