@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from a1_helpers import Collector, hold_task
+from a1_helpers import LEVER, Collector, hold_task
 from fault_helpers import PeriodicPuller, match_to_clean, wait_until
 
 from rig.core.config import LeverBoardSim, ValveCalibration, ValvePoint
@@ -29,6 +29,7 @@ from rig.core.protocol import (
 )
 from rig.core.protocol import packets as P
 from rig.core.sim import ConstantLever, FrameClock, SimBoardLink, SimFaults, SimLeverBoard
+from rig.core.statemachine import State, StateMachine
 
 pytestmark = pytest.mark.faults
 
@@ -150,6 +151,17 @@ def test_driver_survives_a_damaged_link_and_counts_every_loss(
     assert not odd, odd
 
 
+def timed_reward(delay_ms: int, valve_ms: int) -> StateMachine:
+    """wait --tup--> reward (valve pulse): a trial whose outcome does not depend on the lever."""
+    return StateMachine(
+        lever=LEVER,
+        states=[
+            State(name="wait", tup_ms=delay_ms, on={"tup": "reward"}),
+            State(name="reward", valve="pulse", valve_ms=valve_ms, terminal=True),
+        ],
+    )
+
+
 def test_cable_pulled_mid_trial_reconnects_logs_the_gap_and_carries_on() -> None:
     board = SimLeverBoard(PeriodicPuller(period_ms=1000, hold_ms=600), frame_clock=FrameClock(30.0))
     link = SimBoardLink(board, kind="pty", speed=1.0).start()
@@ -187,11 +199,15 @@ def test_cable_pulled_mid_trial_reconnects_logs_the_gap_and_carries_on() -> None
         # the session carries on: HELLO re-checked, the next trial runs and ends
         events.wait(lambda it: lb.hello is not None and lb.connected, 5.0)
         n = len(trail.items)
-        lb.load_trial(hold_task(hold_ms=100, valve_ms=40))
+        # a timed reward: the periodic lever's phase when this trial starts depends on host
+        # scheduling (starting in a pull's last 100 ms made a hold trial fail on a loaded CI)
+        lb.load_trial(timed_reward(delay_ms=50, valve_ms=40))
         lb.start_trial(1)
         trail.wait(
             lambda it: any(e.code == EventCode.TRIAL_END and e.value == 1 for e in it[n:]), 5.0
         )
+        # the trial ends as its reward pulse starts: the board closes the valve 40 ms later
+        trail.wait(lambda it: any(e.code == EventCode.VALVE_OFF for e in it[n:]), 5.0)
     finally:
         lb.close()
         link.stop()
