@@ -242,6 +242,13 @@ def _outcomes(trail: list) -> list[tuple[int, int]]:
     return [(v, a) for _, c, a, v in trail if c == EventCode.TRIAL_END]
 
 
+def _board_valve_widths_us(trail: list) -> list[int]:
+    """Valve pulse widths from the board's own VALVE_ON/VALVE_OFF stamps (tick-exact), µs."""
+    on = [t for t, c, _, _ in trail if c == EventCode.VALVE_ON]
+    off = [t for t, c, _, _ in trail if c == EventCode.VALVE_OFF]
+    return [b - a for a, b in zip(on, off, strict=True)]
+
+
 def test_host_frozen_2_s_mid_trial_changes_nothing_on_the_board(
     firmware_uno: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -281,12 +288,16 @@ def test_host_frozen_2_s_mid_trial_changes_nothing_on_the_board(
     # rewarded, early release, rewarded, early release: one pull per trial
     assert [o for _, o in _outcomes(calm["board"])] == [3, 4, 3, 4]
     assert _outcomes(stalled["board"]) == _outcomes(calm["board"])
-    # The board times both pulses to the same tick; the pin edges themselves may move by an
-    # interrupt latency (the tick ISR can wait behind a UART RX byte, and the stall moves when
-    # host bytes arrive), so "identical" is judged at 20 µs: far below one 1 ms tick.
+    # The board times both pulses to the same tick: its own VALVE_ON/VALVE_OFF stamps are
+    # identical. The pin edges may each move by an interrupt latency (the tick runs with
+    # interrupts on, and UART RX/UDRE interrupts land wherever the host's bytes arrive in
+    # simulated time, which the stall moves). Widths seen over 8 runs: 19965..19971 and
+    # 39942..39977 us; one 29 us difference failed the old 20 us bound. The pins are judged
+    # at 120 us (the lick path's documented worst case, 58 us, on each edge), far below a tick.
+    assert _board_valve_widths_us(stalled["board"]) == _board_valve_widths_us(calm["board"])
     assert len(widths["stalled"]) == len(widths["calm"]) == N_TRIALS // 2
     for w_calm, w_stalled in zip(widths["calm"], widths["stalled"], strict=True):
-        assert abs(w_stalled - w_calm) <= 20, widths
+        assert abs(w_stalled - w_calm) <= 120, widths
     # every event of the stall reached the host afterwards: its trail is the board's, whole
     for r in (calm, stalled):
         got = [tuple(e) for e in r["host"]["trail"] if e[1] <= EventCode.TRIAL_CODE]
