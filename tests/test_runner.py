@@ -286,3 +286,33 @@ def test_manual_actions_are_logged_and_zero_moves_the_thresholds(tmp_path: Path)
     ]
     valve = next(e for e in ev if e.name == "valve_on")
     assert valve.data["duration_ms"] == 20 and valve.data["arg"] == 1  # host-commanded
+
+
+@pytest.mark.parametrize("stop", ["duration", "max_rewards"])
+def test_virtual_clock_session_is_the_same_whatever_the_host_speed(
+    tmp_path: Path, stop: str
+) -> None:
+    """A seeded simulated session on the virtual clock records the same trials when the host is
+    slow: the board waits for the host from tick 0, and the stop rules are judged at a trial
+    start, where the board is frozen (before, the lead-in and the last trial varied by run)."""
+    params = MixedParams(
+        block_trials=4, max_rewards=6 if stop == "max_rewards" else 10_000, max_duration_min=60
+    )
+    duration_s = 150.0 if stop == "duration" else None
+    rows = []
+    for slow in (False, True):
+        rig = _rig(tmp_path / f"slow{slow}")
+        runner = LeverRunner(rig, "m1", "mixed", params, speed=None, duration_s=duration_s)
+        if slow:
+            # a host busy elsewhere: every trial's handling is late by 30 ms of wall time while
+            # the board runs free (an injected delay, not a wait for a condition)
+            runner.signals.trial.connect(lambda *_: time.sleep(0.03))
+        runner.run()
+        assert runner.summary()["status"] == "complete", runner.summary()["stop_reason"]
+        folder = Path(runner.summary()["folder"])
+        rows.append((folder / "trials.tsv").read_text())
+        assert ("duration reached" if stop == "duration" else "max_rewards") in runner.summary()[
+            "stop_reason"
+        ]
+    assert len(rows[0].splitlines()) > 6
+    assert rows[0] == rows[1]

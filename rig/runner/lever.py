@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 #: Longest session assumed when neither the task nor the caller bounds it (sizes the synthetic
 #: imaging movie), s.
 DEFAULT_MAX_SESSION_S = 3600.0
+#: Virtual clock: board time past a stop rule after which a trial that never ends is cut.
+VIRTUAL_STOP_GRACE_S = 60.0
 
 
 def _versions() -> dict[str, str]:
@@ -319,14 +321,25 @@ class LeverRunner:
         assert self.book is not None and self.conn is not None
         board, book = self.conn.board, self.book
         try:
+            # A virtual-clock board freezes at every trial start (the gate). The session's own
+            # stop rules (duration, task criteria) are judged there, in board time, so a seeded
+            # simulated session ends at the same trial whatever the host's speed; the
+            # wall-clock checks would let the free-running board go on by a host-dependent
+            # amount (and change the carried-over shaping of the next simulated day).
+            virtual = self.conn.gate is not None
             self.conn.queue_trial(book.plan(0))
             self.conn.resume_time()  # a virtual-clock board starts frozen until trial 0 is queued
             while not self._stop_req.is_set():
                 try:
                     ev = self._q.get(timeout=0.05)
                 except queue.Empty:
-                    self._check_time()
+                    self._check_time(virtual)
                     continue
+                if virtual and ev.name == "trial_start" and (reason := self._due_at(ev.t_us)):
+                    book.advance(ev, plan_next=False)  # opened on the frozen board: aborted below
+                    self._stop_reason = reason
+                    self._stop_req.set()
+                    break
                 step = book.advance(ev)
                 if step.planned is not None:  # the pending buffer is free again: upload ahead
                     self.conn.queue_trial(step.planned)
@@ -335,10 +348,10 @@ class LeverRunner:
                     continue
                 if step.finished is not None:
                     self.signals.trial.emit(step.finished)
-                    if reason := book.stop_reason():
+                    if not virtual and (reason := book.stop_reason()):
                         self._stop_reason = reason
                         self._stop_req.set()
-                self._check_time()
+                self._check_time(virtual)
             self._abort_running(board)
         except BaseException as e:  # anything: still reach safe state and close the files
             self.error = e
@@ -348,11 +361,26 @@ class LeverRunner:
         finally:
             self._teardown(self._status, self._stop_reason)
 
-    def _check_time(self) -> None:
-        if self.duration_s is not None and self.elapsed_s >= self.duration_s:
-            self._stop_reason = f"duration reached ({self.duration_s:g} s)"
-            self._stop_req.set()
-        elif self.book is not None and (reason := self.book.stop_reason()):
+    def _due_at(self, t_us: int) -> str | None:
+        """Why the session stops at board time ``t_us`` (duration, task criteria), or None."""
+        assert self.book is not None
+        t0 = self.book.t0_us
+        elapsed_s = 0.0 if t0 is None else (t_us - t0) / 1e6
+        if self.duration_s is not None and elapsed_s >= self.duration_s:
+            return f"duration reached ({self.duration_s:g} s)"
+        return self.book.task.stop_reason(elapsed_s)
+
+    def _check_time(self, virtual: bool = False) -> None:
+        """Stop on the latest board time. On a virtual clock the rules are judged at trial
+        starts (see ``_run``); this is only the backstop for a trial that never ends (a mouse
+        that never pulls in a self-initiated trial), ``VIRTUAL_STOP_GRACE_S`` of board time on.
+        """
+        if self.book is None:
+            return
+        grace_s = VIRTUAL_STOP_GRACE_S if virtual else 0.0
+        if self.book.t0_us is not None and (
+            reason := self._due_at(self.book.t0_us + int((self.elapsed_s - grace_s) * 1e6))
+        ):
             self._stop_reason = reason
             self._stop_req.set()
 
@@ -364,13 +392,16 @@ class LeverRunner:
         """Cancel the queued start, abort the running trial and record it as ``aborted``."""
         assert self.book is not None
         assert self.conn is not None
-        self.conn.resume_time()  # the abort takes effect at the board's next tick
+        # Both commands go to a virtual-clock board while it is frozen (it answers them) and
+        # act at its next tick, once time resumes: the same tick whatever the host's speed.
         with contextlib.suppress(RigError):
             board.stop_trial()
         if self.book.trial is None:
+            self.conn.resume_time()
             return
         with contextlib.suppress(RigError):
             board.abort_trial()
+        self.conn.resume_time()
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
             try:

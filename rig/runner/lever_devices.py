@@ -331,6 +331,11 @@ def connect_lever_board(
         link = SimBoardLink(sim, kind="loopback", speed=speed)
         if gate is not None:
             gate.link = link
+            # board time waits for the host from tick 0 until trial 0 is queued (the runner
+            # resumes it; the board answers the handshake frozen): a virtual clock would
+            # otherwise race ahead while the host connects, opens the session folder and starts
+            # imaging, and the idle lead-in (and the simulated mouse's day) would vary by run
+            link.pause()
         link.start()
         closers.append(link.stop)
         transport = link.transport()
@@ -367,11 +372,6 @@ def connect_lever_board(
         conn.board.connect()
         if (isinstance(cfg, LeverBoardSim) and fast) or isinstance(cfg, LeverBoardSimavr):
             conn.board.set_stream(1, 50)  # fewer, fuller packets: less per-packet overhead
-        if conn.gate is not None:
-            # board time waits for the host until trial 0 is queued (the caller resumes): a
-            # virtual clock would otherwise race ahead while the session folder and imaging
-            # start, and the idle lead-in would differ from run to run
-            link.pause()
     except BaseException:
         conn.close()
         raise
