@@ -211,18 +211,19 @@ class LoopbackTransport(Transport):
         sock = self._sock
         if sock is None:
             raise TransportClosed(f"{self.name} is closed")
+        view = memoryview(data)
         with self._wlock:
-            try:
-                sock.sendall(data)
-            except BlockingIOError:
-                # the device is not reading: wait for buffer space rather than drop host bytes
-                sock.setblocking(True)
+            # send() reports how much went out; sendall() on a non-blocking socket may raise
+            # after a partial send without saying how much, and a retry would repeat bytes
+            while view:
                 try:
-                    sock.sendall(data)
-                finally:
-                    sock.setblocking(False)
-            except OSError as e:
-                raise TransportClosed(f"{self.name}: {e}") from None
+                    view = view[sock.send(view) :]
+                except BlockingIOError:
+                    # the device is not reading: wait for buffer space rather than drop host bytes
+                    with contextlib.suppress(ValueError):
+                        select.select([], [sock], [], 0.1)
+                except OSError as e:
+                    raise TransportClosed(f"{self.name}: {e}") from None
 
 
 class ReplayTransport(Transport):
