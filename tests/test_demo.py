@@ -45,8 +45,13 @@ def test_demo_headless_ten_minutes_under_a_minute(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~100 s alone on 2 cores, ~230 s with both cores busy elsewhere
 def test_demo_five_days_learning(tmp_path: Path) -> None:
-    """Five simulated days with shaping and skill carried over: success and hold both rise."""
+    """Five simulated days with shaping and skill carried over: success and hold both rise.
+
+    The virtual-clock demo is deterministic for its seed (tests/test_runner.py checks a slow
+    host records the same trials), so these figures do not move between runs: seed 1 gives
+    73, 75, 82, 81, 83 % success."""
     res = CliRunner().invoke(
         app, ["demo", "--headless", "--days", "5", "--data-dir", str(tmp_path)]
     )
