@@ -314,3 +314,12 @@ def test_session_ends_safely_when_the_host_goes_silent(tmp_path: Path) -> None:
     names = [e.name for e in r.events()]
     assert names.count("rotarod_host_timeout") == 1 and "rotarod_fall" not in names
     assert r.trials() == []  # the cut trial has no record: no lane was timed or censored
+    # the aborted session replays to the same abort (it used to raise out of the replay and
+    # leave the regenerated folder "running")
+    from rig.replay.rotarod import replay_rotarod
+
+    run = replay_rotarod(r.folder, out_dir=tmp_path / "replay")
+    again = SessionReader(run.regenerated)
+    assert again.status == "aborted" and "stopped itself" in again.meta.stop_reason
+    assert [e.name for e in again.events()].count("rotarod_host_timeout") == 1
+    assert again.trials() == []

@@ -87,6 +87,10 @@ def test_driver_over_simulated_rod_bytes() -> None:
         rod.start_ramp(40, 4, 60, 60)
     rod.safe_state()
     rod.close()
+    # a closed driver opens again (its reader restarts: the channel's stop flag is cleared)
+    assert rod.open().name == "rotarod"
+    rod.safe_state()
+    rod.close()
 
 
 def test_refused_command_names_the_port_command_and_reason() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rig.core.config import RigConfig
-from rig.core.devices.rotarod import ROTAROD_BOARD_TO_HOST
+from rig.core.devices.rotarod import ROTAROD_BOARD_TO_HOST, RotarodError
 from rig.core.events import Event
 from rig.core.protocol import Ack, Hello, Message, Nak, Packet, StreamDecoder
 from rig.core.store import SessionReader, SessionWriter
@@ -111,23 +111,33 @@ def replay_rotarod(
     writer.write_event(
         Event("session_start", "host", data={"params_hash": params.params_hash(), "day": day})
     )
-    for trial in range(params.trials_per_day):
-        if end.is_set():
-            break
-        if trial > 0:
-            writer.write_event(
-                Event("iti_start", "host", trial=trial, data={"iti_s": params.iti_min_s})
-            )
-            writer.write_event(Event("iti_end", "host", trial=trial))
-        records = _run_trial(
-            rod,  # type: ignore[arg-type]
-            params, subjects, day, trial, inbox, writer.write_event, end, 3600.0,
-        )  # fmt: skip
-        if records is None:
-            break
-        for rec in records:
-            writer.write_trial(rec.to_row())
-    wall_s = time.perf_counter() - wall0
-    writer.close("complete" if reader.status == "interrupted" else reader.status, meta.stop_reason)
+    status = "complete" if reader.status == "interrupted" else reader.status
+    reason = meta.stop_reason
+    try:
+        for trial in range(params.trials_per_day):
+            if end.is_set():
+                break
+            if trial > 0:
+                writer.write_event(
+                    Event("iti_start", "host", trial=trial, data={"iti_s": params.iti_min_s})
+                )
+                writer.write_event(Event("iti_end", "host", trial=trial))
+            try:
+                records = _run_trial(
+                    rod,  # type: ignore[arg-type]
+                    params, subjects, day, trial, inbox, writer.write_event, end, 3600.0,
+                )  # fmt: skip
+            except RotarodError as e:
+                # the live run ended here too (e.g. the rod stopped itself: host silent); the
+                # replay records the same abort instead of failing
+                status, reason = "aborted", str(e)
+                break
+            if records is None:
+                break
+            for rec in records:
+                writer.write_trial(rec.to_row())
+    finally:
+        wall_s = time.perf_counter() - wall0
+        writer.close(status, reason)
     session_s = 0.0 if t_first is None else (t_last - t_first) / 1e6
     return ReplayRun(reader.folder, dest, wall_s, session_s, n_chunks, meta.stop_reason)

@@ -13,8 +13,10 @@ re-exported here) during a lever session:
 Each edge's board time goes into the pipeline's frame-clock map as it arrives on the board's
 reader thread; a feeder thread pushes the frames into the pipeline (which blocks on
 back-pressure: no frame is ever dropped from the traces). What waits between the two is a count
-(:class:`rig.runner.imaging_clock.FrameEdges`), so a board running far ahead of the frames costs
-no memory. At the end every frame whose edge arrived is served before the pipeline closes; a
+(:class:`rig.runner.imaging_clock.FrameEdges`), so a board running far ahead of the frames holds
+no queue of waiting edges (the clock map itself keeps one board time per frame for
+``frame_times.bin``, ~40 bytes a frame: 4 MB for an hour at 30 Hz, whatever the speed). At the
+end every frame whose edge arrived is served before the pipeline closes; a
 different number of edges and frames is reported in the summary (and by the runner as an
 ``imaging_frame_mismatch`` event). With a synthetic source, the board's lever events
 (:meth:`LiveImaging.on_board_event`) let each pull drive the movie's responsive cells

@@ -17,6 +17,7 @@ re-run regenerates the frames that were played. At stop the session also gets
 
 from __future__ import annotations
 
+import collections
 import io
 import threading
 from pathlib import Path
@@ -65,7 +66,9 @@ class PullDrive:
         self.max_onset_lead_us = int(max_onset_lead_us)
         self._lock = threading.Lock()
         self._unrest_us: int | None = None
-        self._board_us: dict[float, int] = {}  # movie time -> board time, until applied
+        # board times of the drives queued and not yet applied, in order: the source applies
+        # them in the order drive() was called (one reader thread calls on_event)
+        self._board_us: collections.deque[int] = collections.deque()
         self.n_pulls = 0
         self.n_unmapped = 0  # pulls before the first frame-clock edge: no movie time yet
         sink.open_append(DRIVES_FILE)
@@ -90,13 +93,13 @@ class PullDrive:
                 return
             with self._lock:
                 t_s = edge[0] / self.fs + (onset - edge[1]) / 1e6
-                self._board_us[t_s] = onset
-            self.source.drive(t_s)
+                self._board_us.append(onset)
+                self.source.drive(t_s)
 
     def _applied(self, t_event_s: float, first_frame: int) -> None:
         """The source applied a drive (its playing thread): record it at once."""
         with self._lock:
-            board_us = self._board_us.pop(t_event_s, -1)
+            board_us = self._board_us.popleft() if self._board_us else -1
         rec = np.array([(t_event_s, first_frame, board_us)], DRIVE_DTYPE)
         self.sink.append(DRIVES_FILE, rec.tobytes())
 

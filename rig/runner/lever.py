@@ -58,7 +58,8 @@ log = logging.getLogger(__name__)
 #: Longest session assumed when neither the task nor the caller bounds it (sizes the synthetic
 #: imaging movie), s.
 DEFAULT_MAX_SESSION_S = 3600.0
-#: Virtual clock: board time past a stop rule after which a trial that never ends is cut.
+#: Simulated board faster than real time: age (board s) after which a trial that does not end
+#: is cut if a stop rule is due (the rules are otherwise judged at trial starts).
 VIRTUAL_STOP_GRACE_S = 60.0
 
 
@@ -132,6 +133,8 @@ class LeverRunner:
         self._subject_at_start: dict[str, Any] = {}
         self._q: queue.Queue[TrailEvent] = queue.Queue()
         self._stop_req = threading.Event()
+        #: board time (µs) of the latest trial start the session loop handled
+        self._last_start_us: int | None = None
         self._stop_reason = ""
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
@@ -321,11 +324,13 @@ class LeverRunner:
         assert self.book is not None and self.conn is not None
         board, book = self.conn.board, self.book
         try:
-            # A virtual-clock board freezes at every trial start (the gate). The session's own
-            # stop rules (duration, task criteria) are judged there, in board time, so a seeded
-            # simulated session ends at the same trial whatever the host's speed; the
-            # wall-clock checks would let the free-running board go on by a host-dependent
-            # amount (and change the carried-over shaping of the next simulated day).
+            # A simulated board faster than real time freezes at every trial start (the gate).
+            # The session's own stop rules (duration, task criteria) are judged there, in board
+            # time: the wall-clock checks would let the free-running board go on by a
+            # host-dependent amount. On the virtual clock (speed None) the gate freezes within
+            # the board's fixed 20-tick step, so a seeded session ends at the same trial, with
+            # the same records, whatever the host's speed; paced faster than real time
+            # (speed > 1) the freeze point follows the wall clock and is only close to it.
             virtual = self.conn.gate is not None
             self.conn.queue_trial(book.plan(0))
             self.conn.resume_time()  # a virtual-clock board starts frozen until trial 0 is queued
@@ -335,6 +340,8 @@ class LeverRunner:
                 except queue.Empty:
                     self._check_time(virtual)
                     continue
+                if ev.name == "trial_start":
+                    self._last_start_us = ev.t_us
                 if virtual and ev.name == "trial_start" and (reason := self._due_at(ev.t_us)):
                     book.advance(ev, plan_next=False)  # opened on the frozen board: aborted below
                     self._stop_reason = reason
@@ -371,16 +378,20 @@ class LeverRunner:
         return self.book.task.stop_reason(elapsed_s)
 
     def _check_time(self, virtual: bool = False) -> None:
-        """Stop on the latest board time. On a virtual clock the rules are judged at trial
-        starts (see ``_run``); this is only the backstop for a trial that never ends (a mouse
-        that never pulls in a self-initiated trial), ``VIRTUAL_STOP_GRACE_S`` of board time on.
-        """
-        if self.book is None:
+        """Stop on the latest board time. With the gate the rules are judged at trial starts
+        (see ``_run``); this is then only the backstop for a trial that does not end (a mouse
+        that never pulls in a self-initiated trial): once the running trial is
+        ``VIRTUAL_STOP_GRACE_S`` of board time old and a rule is due, it is cut where the host
+        notices (host-timed, so not deterministic: a rare, pathological case)."""
+        book = self.book
+        if book is None or book.t0_us is None:
             return
-        grace_s = VIRTUAL_STOP_GRACE_S if virtual else 0.0
-        if self.book.t0_us is not None and (
-            reason := self._due_at(self.book.t0_us + int((self.elapsed_s - grace_s) * 1e6))
+        if virtual and (
+            self._last_start_us is None
+            or book.t_us - self._last_start_us < VIRTUAL_STOP_GRACE_S * 1e6
         ):
+            return
+        if reason := self._due_at(book.t_us):
             self._stop_reason = reason
             self._stop_req.set()
 

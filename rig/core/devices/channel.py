@@ -113,6 +113,10 @@ class CommandChannel:
     # ------------------------------------------------------------------ lifecycle
     def _open_channel(self) -> None:
         """Open the port and start the reader (``CommandError`` if the port will not open)."""
+        # a channel may be opened again after close(): its old threads have ended (joined there)
+        self._stop.clear()
+        self.reader_done.clear()
+        self._threads = [t for t in self._threads if t.is_alive()]
         try:
             self.transport.open()
         except TransportClosed as e:
