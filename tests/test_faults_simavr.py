@@ -165,7 +165,8 @@ HOST = textwrap.dedent(
                 n = todo.pop(0); lb.load_trial(machine(n)); lb.start_trial(n)
     h = lb.health()
     lb.close()
-    json.dump({"trail": trail, "lost": h["lost_packets"], "crc": h["crc_errors"]}, open(out, "w"))
+    json.dump({"trail": trail, "lost": h["lost_packets"], "crc": h["crc_errors"],
+               "rx": h["host_rx"]}, open(out, "w"))
     """
 )
 N_TRIALS = 4
@@ -303,7 +304,9 @@ def test_host_frozen_2_s_mid_trial_changes_nothing_on_the_board(
         got = [tuple(e) for e in r["host"]["trail"] if e[1] <= EventCode.TRIAL_CODE]
         want = [e for e in r["board"] if e[1] <= EventCode.TRIAL_CODE]
         assert got == want
-        assert r["host"]["lost"] == 0 and r["host"]["crc"] == 0
+        # (opening the pty flushes its input queue and may cut the board's frame in flight: the
+        # driver counts that first frame in partial_at_start, not as a CRC error)
+        assert r["host"]["lost"] == 0 and r["host"]["crc"] == 0, r["host"]["rx"]
 
 
 def test_driver_uploads_multi_chunk_machines_to_the_firmware_without_overrun(

@@ -185,6 +185,30 @@ def test_encoder_refuses_oversized_body() -> None:
         frame_raw(0x85, 0, b"x" * 125)
 
 
+def test_a_stream_joined_mid_frame_forgives_only_its_first_frame() -> None:
+    """A host that opens the port of a board already talking reads the tail of a frame first:
+    with ``joins_midstream`` that one damaged frame is ``partial_at_start``, not an error;
+    damage later still counts, and ``reset_sequence`` (a reconnect) forgives one again."""
+    first = encode_packet(EventMsg(1, 2, 3, 4), 0)
+    tail = first[len(first) // 2 :]  # ends with the delimiter
+    good = encode_packet(EventMsg(5, 6, 7, 8), 1)
+    bad = bytearray(encode_packet(EventMsg(5, 6, 7, 8), 2))
+    bad[3] ^= 0x40  # one flipped data bit: a CRC error
+    for joins in (False, True):
+        dec = StreamDecoder(BOARD_TO_HOST, joins_midstream=joins)
+        out = dec.feed(tail + good + bytes(bad) + good)
+        assert out == [Packet(1, EventMsg(5, 6, 7, 8))] * 2
+        assert dec.stats.partial_at_start == int(joins)
+        assert dec.stats.errors == 2 - int(joins)  # the flipped bit always counts
+    dec.reset_sequence()
+    dec.feed(tail + good)
+    assert dec.stats.partial_at_start == 2 and dec.stats.errors == 1
+    # a clean first frame is simply accepted, and a later tail is an error
+    dec = StreamDecoder(BOARD_TO_HOST, joins_midstream=True)
+    assert dec.feed(good + tail) == [Packet(1, EventMsg(5, 6, 7, 8))]
+    assert dec.stats.partial_at_start == 0 and dec.stats.errors == 1
+
+
 def test_random_garbage_between_packets() -> None:
     rng = random.Random(4)
     enc = PacketEncoder()

@@ -94,7 +94,7 @@ class CommandChannel:
         self.connected = False
         self.reconnects = 0
         self._link_lost_ns: int | None = None
-        self._decoder = StreamDecoder(BOARD_TO_HOST)
+        self._decoder = StreamDecoder(BOARD_TO_HOST, joins_midstream=True)
         self._encoder = PacketEncoder()
         self._wlock = threading.Lock()
         self._waiters: dict[int, Waiter] = {}
@@ -116,6 +116,7 @@ class CommandChannel:
         # a channel may be opened again after close(): its old threads have ended (joined there)
         self._stop.clear()
         self.reader_done.clear()
+        self._decoder.reset_sequence()  # a fresh stream: it may begin inside a frame
         self._threads = [t for t in self._threads if t.is_alive()]
         try:
             self.transport.open()

@@ -219,7 +219,7 @@ class Rotarod(CommandChannel, RotarodAdapter):  # type: ignore[misc]
             reconnect=False,
         )
         RotarodAdapter.__init__(self)  # after the channel's: on_event is the adapter's list
-        self._decoder = StreamDecoder(ROTAROD_BOARD_TO_HOST)
+        self._decoder = StreamDecoder(ROTAROD_BOARD_TO_HOST, joins_midstream=True)
         self.where = where
         self.n_lanes = n_lanes
         self.steps_per_rev = steps_per_rev

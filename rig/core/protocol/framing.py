@@ -88,6 +88,9 @@ class DecoderStats:
     unknown_type: int = 0
     bad_length: int = 0
     lost: int = 0
+    #: damaged first frames of a stream joined mid-frame (opening a port on a running board, or
+    #: reconnecting): the tail of a frame sent before we listened, not damage on the link
+    partial_at_start: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,23 +118,32 @@ class StreamDecoder:
     resync_types : set[int]
         Types whose ``seq == 0`` restarts sequence tracking without counting loss (a board's
         spontaneous HELLO after reset).
+    joins_midstream : bool
+        The stream may start inside a frame (a host opening the port of a board that is already
+        talking): a damaged first frame, at the start and after :meth:`reset_sequence`, is
+        counted in ``partial_at_start`` instead of as an error.
     """
 
     def __init__(
         self,
         registry: dict[int, type[Message]],
         resync_types: frozenset[int] = frozenset({PacketType.HELLO}),
+        *,
+        joins_midstream: bool = False,
     ) -> None:
         self.registry = registry
         self.resync_types = resync_types
+        self.joins_midstream = joins_midstream
         self.stats = DecoderStats()
         self._buf = bytearray()
         self._discarding = False
         self._expected_seq: int | None = None
+        self._at_start = joins_midstream
 
     def reset_sequence(self) -> None:
         """Forget the expected sequence number (after reconnect): the next packet sets it."""
         self._expected_seq = None
+        self._at_start = self.joins_midstream
 
     def feed(self, data: bytes) -> list[Packet | BadPacket]:
         """Consume ``data`` (any chunking) and return the packets it completes, in order."""
@@ -147,11 +159,28 @@ class StreamDecoder:
             if self._discarding:
                 self._discarding = False
             elif self._buf:
+                at_start, self._at_start = self._at_start, False
+                before = self._frame_errors() if at_start else None
                 item = self._decode_frame(bytes(self._buf))
                 if item is not None:
                     out.append(item)
+                elif before is not None:
+                    self._forgive_partial(before)
             self._buf.clear()
             start = end + 1
+
+    _FRAME_ERRORS = ("cobs_errors", "runts", "oversize", "crc_errors")
+
+    def _frame_errors(self) -> tuple[int, ...]:
+        return tuple(getattr(self.stats, n) for n in self._FRAME_ERRORS)
+
+    def _forgive_partial(self, before: tuple[int, ...]) -> None:
+        """Move the error the first frame just counted (if any) to ``partial_at_start``."""
+        for name, was in zip(self._FRAME_ERRORS, before, strict=True):
+            if getattr(self.stats, name) > was:
+                setattr(self.stats, name, was)
+                self.stats.partial_at_start += 1
+                return
 
     def _accumulate(self, part: bytes) -> None:
         if self._discarding or not part:
